@@ -1,0 +1,3 @@
+package membership
+
+//go:generate protoc --go_out=. --go_opt=paths=source_relative membership.proto
