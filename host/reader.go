@@ -54,9 +54,11 @@ func (s *Service) handleStream(st network.Stream) {
 				_ = st.Close()
 				return
 			}
+			if isViolation(err) {
+				s.violations.Add(1) // before the reset, which the peer may observe at once
+			}
 			st.Reset()
 			if isViolation(err) {
-				s.violations.Add(1)
 				log.Warnw("peer broke the protocol; stream reset and peer dropped", "protocol", s.cfg.Protocol, "peer", from, "err", err)
 				_ = s.post(s.ctx, loopMsg{in: protocols.PeerDown{Peer: from, Err: err, Misbehaved: true}})
 			}

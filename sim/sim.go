@@ -17,6 +17,7 @@
 //     partition is not delivered, and the sender gets PeerDown for that node after
 //     DetectDelay (a failed dial or write). Several failed sends to the same node before
 //     that produce one PeerDown.
+//   - Links that a partition cuts break at both ends (PeerDown after DetectDelay).
 //   - With NotifyLinksOnCrash, the nodes linked to a crashing node (Link outputs) also get
 //     PeerDown after DetectDelay, as a closed connection reports it in the runtime.
 //     Without it, a crash is discovered only by sending, as in the HyParView paper's
@@ -290,7 +291,9 @@ func (s *Sim) Crash(id peer.ID) {
 }
 
 // Partition splits the network: nodes in different groups cannot exchange messages;
-// nodes named in no group form one more group together. Heal undoes it.
+// nodes named in no group form one more group together. Links (Link outputs) that now
+// cross groups break: both ends get PeerDown after DetectDelay, as keep-alives time out
+// on a real connection. Heal undoes the partition (broken links stay broken).
 func (s *Sim) Partition(groups ...[]peer.ID) {
 	for _, n := range s.nodes {
 		n.group = 0
@@ -303,6 +306,16 @@ func (s *Sim) Partition(groups ...[]peer.ID) {
 		}
 	}
 	s.mix(0xa7, uint64(len(groups)))
+	for i, n := range s.nodes {
+		if !n.alive {
+			continue
+		}
+		for _, j := range n.links {
+			if s.nodes[j].group != n.group {
+				s.scheduleDown(int32(i), j)
+			}
+		}
+	}
 }
 
 // Heal removes every partition.
