@@ -100,22 +100,28 @@ func runTour(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 
 	var out sync.Mutex
+	quiet := false // set while stopping: the goodbyes are not news
 	printf := func(format string, a ...any) {
 		out.Lock()
 		defer out.Unlock()
-		fmt.Fprintf(stdout, format, a...)
+		if !quiet {
+			fmt.Fprintf(stdout, format, a...)
+		}
 	}
 
 	hosts := make([]p2phost.Host, 0, *n)
 	members := make([]*unsserv.Membership, 0, *n)
 	defer func() {
+		out.Lock()
+		quiet = true
+		out.Unlock()
 		for _, m := range members {
 			_ = m.Leave()
 		}
 		for _, h := range hosts {
 			_ = h.Close()
 		}
-		printf("all %d peers left the network and closed their hosts\n", len(members))
+		fmt.Fprintf(stdout, "all %d peers left the network and closed their hosts\n", len(members))
 	}()
 
 	names := map[peer.ID]string{}

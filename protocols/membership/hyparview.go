@@ -159,12 +159,12 @@ type entry struct {
 func (h *HyParView) Self() peer.ID { return h.selfID }
 
 // Active returns the active view (the neighbours), in view order.
-func (h *HyParView) Active() []peer.ID { return ids(h.active) }
+func (h *HyParView) Active() []peer.ID { return entryIDs(h.active) }
 
 // Passive returns the passive view, in view order.
-func (h *HyParView) Passive() []peer.ID { return ids(h.passive) }
+func (h *HyParView) Passive() []peer.ID { return entryIDs(h.passive) }
 
-func ids(es []entry) []peer.ID {
+func entryIDs(es []entry) []peer.ID {
 	out := make([]peer.ID, len(es))
 	for i, e := range es {
 		out[i] = e.id
