@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -115,6 +116,9 @@ func TestMocknetHundredJoinAndHalfFail(t *testing.T) {
 		mn := mocknet.New()
 		defer mn.Close()
 		mn.SetLinkDefaults(mocknet.LinkOptions{Latency: 10 * time.Millisecond})
+		var memBefore, memAfter runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&memBefore)
 		hosts := make([]p2phost.Host, n)
 		for i := range hosts {
 			h, err := mn.GenPeer()
@@ -174,7 +178,10 @@ func TestMocknetHundredJoinAndHalfFail(t *testing.T) {
 		for _, m := range ms {
 			msgs += m.Stats().MsgsOut
 		}
-		t.Logf("100 joins took %v of virtual time; settled after %d shuffle periods; %d messages in all", joined, settle+1, msgs)
+		runtime.GC()
+		runtime.ReadMemStats(&memAfter)
+		t.Logf("100 joins took %v of virtual time (10 ms links); settled after %d shuffle period(s); %d messages in all; heap %.0f KiB per host (libp2p host and membership)",
+			joined, settle+1, msgs, float64(memAfter.HeapAlloc-memBefore.HeapAlloc)/n/1024)
 
 		// Half of the hosts crash at once (no goodbye). A closed mocknet host can still be
 		// dialled through its links, so cut them first: nothing reaches a crashed host.
