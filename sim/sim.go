@@ -114,6 +114,7 @@ const (
 	evTimer
 	evPeerDown
 	evInput
+	evAction
 )
 
 type event struct {
@@ -126,6 +127,7 @@ type event struct {
 	timer protocols.Timer
 	gen   uint64
 	in    protocols.Input
+	act   func(*Sim)
 }
 
 type eventHeap []*event
@@ -336,6 +338,40 @@ func (s *Sim) RunUntil(t time.Time) {
 	}
 }
 
+// At schedules f to run at virtual time t (now if t is past), in order with the other
+// events: churn schedules, partitions that come and go, joins at given times.
+func (s *Sim) At(t time.Time, f func(*Sim)) {
+	if t.Before(s.now) {
+		t = s.now
+	}
+	s.push(&event{at: t, kind: evAction, act: f})
+}
+
+// Churn schedules, from now until end, one crash of a random live node and one join of
+// a new node every period: join(s) adds and starts the new node and returns its ID (or
+// "" to add none). Victims are drawn with the network's seeded random source.
+func (s *Sim) Churn(period time.Duration, end time.Time, join func(*Sim) peer.ID) {
+	if period <= 0 {
+		return
+	}
+	for t := s.now.Add(period); !t.After(end); t = t.Add(period) {
+		s.At(t, func(s *Sim) {
+			var live []int32
+			for i, n := range s.nodes {
+				if n.alive {
+					live = append(live, int32(i))
+				}
+			}
+			if len(live) > 1 {
+				s.Crash(s.nodes[live[s.rng.IntN(len(live))]].id)
+			}
+			if join != nil {
+				join(s)
+			}
+		})
+	}
+}
+
 // Pending returns the number of events waiting.
 func (s *Sim) Pending() int { return len(s.events) }
 
@@ -366,6 +402,11 @@ func (s *Sim) mixBytes(b []byte) {
 }
 
 func (s *Sim) process(e *event) {
+	if e.kind == evAction {
+		s.mix(uint64(e.at.UnixNano()), uint64(evAction))
+		e.act(s)
+		return
+	}
 	n := s.nodes[e.node]
 	if !n.alive {
 		if e.kind == evDeliver {

@@ -290,3 +290,32 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestAtAndChurn(t *testing.T) {
+	s, _ := toyRun(t, 9, 20, Config{})
+	var ran []time.Duration
+	s.At(Epoch.Add(3*time.Second), func(s *Sim) { ran = append(ran, s.Now().Sub(Epoch)) })
+	s.At(Epoch.Add(time.Second), func(s *Sim) { ran = append(ran, s.Now().Sub(Epoch)) })
+	extra, _ := PeerIDs(10, 5)
+	joined := 0
+	s.Churn(2*time.Second, Epoch.Add(10*time.Second), func(s *Sim) peer.ID {
+		id := extra[joined]
+		joined++
+		_ = s.Add(id, &toyCore{peers: extra, rng: NodeRand(10, joined), tick: time.Second})
+		_ = s.Input(id, protocols.Start{})
+		return id
+	})
+	s.RunFor(20 * time.Second)
+	if len(ran) != 2 || ran[0] != time.Second || ran[1] != 3*time.Second {
+		t.Fatalf("actions ran at %v, want [1s 3s]", ran)
+	}
+	dead := 0
+	for _, id := range s.IDs() {
+		if !s.Alive(id) {
+			dead++
+		}
+	}
+	if joined != 5 || dead != 5 || len(s.IDs()) != 25 {
+		t.Fatalf("churn: %d joined, %d crashed, %d nodes; want 5, 5, 25", joined, dead, len(s.IDs()))
+	}
+}
