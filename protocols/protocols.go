@@ -85,6 +85,21 @@ type SelfUpdated struct {
 	Meta   []byte
 }
 
+// Neighbours gives a core stacked on an overlay (dissemination, aggregation, ...) the
+// overlay's current neighbours; drivers pass it at start and at every change.
+type Neighbours struct {
+	Peers []peer.ID
+}
+
+// Call is a request from the application, of a type the service defines (publish a
+// broadcast, start a search, ...).
+type Call struct {
+	Req any
+}
+
+func (Neighbours) isInput() {}
+func (Call) isInput()       {}
+
 func (Start) isInput()       {}
 func (Receive) isInput()     {}
 func (TimerFired) isInput()  {}
@@ -116,6 +131,7 @@ type Link struct {
 type Timer struct {
 	Kind uint8
 	Peer peer.ID // optional: one timer of this kind per peer
+	Key  string  // optional: one timer of this kind per key (e.g. a message id)
 }
 
 // SetTimer asks for a TimerFired input after the given delay.

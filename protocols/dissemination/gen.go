@@ -1,0 +1,3 @@
+package dissemination
+
+//go:generate protoc --go_out=. --go_opt=paths=source_relative dissemination.proto

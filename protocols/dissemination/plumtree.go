@@ -1,0 +1,418 @@
+// Package dissemination holds the broadcast cores: Plumtree so far (Brisa, LPBCast and
+// Mon are to come), and their wire messages.
+package dissemination
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/unsserv/go-unsserv/protocols"
+)
+
+// Plumtree is the broadcast protocol of Leitão, Pereira and Rodrigues, "Epidemic
+// Broadcast Trees", SRDS 2007.
+//
+// It runs over a membership's neighbours and splits them into eager peers, to which a
+// node forwards every broadcast in full, and lazy peers, to which it only announces the
+// broadcast's id (IHAVE). Initially every neighbour is eager; a node that receives a
+// broadcast it already has prunes the link it came by (PRUNE makes both ends lazy), so
+// the eager links settle into a spanning tree. When a node hears of a broadcast by IHAVE
+// and the broadcast itself does not follow within a timeout, it asks the announcer for it
+// with GRAFT, which makes that link eager again: the tree repairs itself where links or
+// nodes fail. The optimisation of the paper replaces a tree link when a lazy link offers
+// a path shorter by at least Threshold hops.
+//
+// Deviations (see docs/dissemination.md):
+//   - IHAVE announcements due to one peer in one step are sent as one message.
+//   - Every cache is bounded: the ids of broadcasts received (Seen, oldest forgotten
+//     first), the broadcasts kept to answer GRAFTs (Cache), and the missing ids waited for
+//     (Missing, with at most 8 announcers each).
+//   - The node does not deliver its own broadcasts to itself.
+type Plumtree struct {
+	cfg    PlumtreeConfig
+	rng    *rand.Rand
+	selfID peer.ID
+
+	eager, lazy []peer.ID
+
+	seen     map[string]seenEntry
+	seenFIFO []string
+	cache    map[string]*Broadcast
+	cacheIDs []string
+
+	missing     map[string][]announcement
+	missingFIFO []string
+
+	ihave map[peer.ID][]*Announcement // announcements to flush at the end of the step
+	order []peer.ID                   // peers of ihave, in the order first queued
+
+	left bool
+	out  []protocols.Output
+}
+
+type seenEntry struct {
+	from  peer.ID // who sent it first ("" for our own)
+	round uint32
+}
+
+type announcement struct {
+	from  peer.ID
+	round uint32
+}
+
+// PlumtreeConfig holds Plumtree's parameters; a zero field means its default.
+type PlumtreeConfig struct {
+	// IHaveTimeout is how long to wait for a broadcast announced by IHAVE before
+	// grafting (the paper's timeout1); 0 means 1 s.
+	IHaveTimeout time.Duration
+	// GraftTimeout is how long to wait after a GRAFT before trying the next announcer
+	// (the paper's timeout2); 0 means 500 ms.
+	GraftTimeout time.Duration
+	// Threshold is the hop gain that makes the optimisation replace a tree link; 0 means
+	// 3, negative turns the optimisation off.
+	Threshold int
+	// Seen bounds the ids of received broadcasts remembered; 0 means 65,536.
+	Seen int
+	// Cache bounds the broadcasts kept to answer GRAFTs; 0 means 1,024.
+	Cache int
+	// Missing bounds the announced ids waited for; 0 means 4,096.
+	Missing int
+}
+
+// WithDefaults returns the config with every zero field set to its default.
+func (c PlumtreeConfig) WithDefaults() PlumtreeConfig {
+	if c.IHaveTimeout == 0 {
+		c.IHaveTimeout = time.Second
+	}
+	if c.GraftTimeout == 0 {
+		c.GraftTimeout = 500 * time.Millisecond
+	}
+	if c.Threshold == 0 {
+		c.Threshold = 3
+	}
+	if c.Seen == 0 {
+		c.Seen = 1 << 16
+	}
+	if c.Cache == 0 {
+		c.Cache = 1024
+	}
+	if c.Missing == 0 {
+		c.Missing = 4096
+	}
+	return c
+}
+
+// Validate says which field is wrong, if any.
+func (c PlumtreeConfig) Validate() error {
+	switch {
+	case c.IHaveTimeout < 0:
+		return &protocols.ConfigError{Field: "PlumtreeConfig.IHaveTimeout", Reason: "must not be negative"}
+	case c.GraftTimeout < 0:
+		return &protocols.ConfigError{Field: "PlumtreeConfig.GraftTimeout", Reason: "must not be negative"}
+	case c.Seen < 0, c.Cache < 0, c.Missing < 0:
+		return &protocols.ConfigError{Field: "PlumtreeConfig.Seen/Cache/Missing", Reason: "must not be negative"}
+	}
+	if d := c.WithDefaults(); d.Cache > d.Seen {
+		return &protocols.ConfigError{Field: "PlumtreeConfig.Cache", Reason: "must not exceed Seen"}
+	}
+	return nil
+}
+
+// Publish is the Call that broadcasts b, which the caller has filled in and signed.
+type Publish struct {
+	Broadcast *Broadcast
+}
+
+// Delivered is emitted once for every broadcast the node receives for the first time.
+type Delivered struct {
+	protocols.Event
+	ID        []byte
+	Broadcast *Broadcast
+	Round     uint32 // hops from the origin
+}
+
+const (
+	timerMissing uint8 = iota + 20
+)
+
+// ID returns a broadcast's id: a hash of its origin, sequence number and payload.
+func ID(origin []byte, seq uint64, payload []byte) []byte {
+	ph := sha256.Sum256(payload)
+	h := sha256.New()
+	h.Write([]byte("unsserv/dissemination/v1"))
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(origin)))
+	h.Write(n[:])
+	h.Write(origin)
+	binary.BigEndian.PutUint64(n[:], seq)
+	h.Write(n[:])
+	h.Write(ph[:])
+	return h.Sum(nil)
+}
+
+// BroadcastID returns the id of b.
+func BroadcastID(b *Broadcast) []byte { return ID(b.GetOrigin(), b.GetSeq(), b.GetPayload()) }
+
+// NewPlumtree returns a Plumtree core for node self.
+func NewPlumtree(self peer.ID, cfg PlumtreeConfig, rng *rand.Rand) (*Plumtree, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := self.Validate(); err != nil {
+		return nil, &protocols.ConfigError{Field: "self", Reason: "is not a valid peer ID"}
+	}
+	if rng == nil {
+		return nil, &protocols.ConfigError{Field: "rng", Reason: "is nil"}
+	}
+	return &Plumtree{
+		cfg: cfg.WithDefaults(), rng: rng, selfID: self,
+		seen: map[string]seenEntry{}, cache: map[string]*Broadcast{},
+		missing: map[string][]announcement{}, ihave: map[peer.ID][]*Announcement{},
+	}, nil
+}
+
+// Eager returns the eager push peers (the tree links), Lazy the lazy ones.
+func (p *Plumtree) Eager() []peer.ID { return slices.Clone(p.eager) }
+
+// Lazy returns the lazy push peers.
+func (p *Plumtree) Lazy() []peer.ID { return slices.Clone(p.lazy) }
+
+// Handle implements protocols.Core.
+func (p *Plumtree) Handle(now time.Time, in protocols.Input) []protocols.Output {
+	if p.left {
+		return nil
+	}
+	p.out = p.out[:0]
+	switch v := in.(type) {
+	case protocols.Neighbours:
+		p.neighbours(v.Peers)
+	case protocols.Call:
+		if pub, ok := v.Req.(Publish); ok && pub.Broadcast != nil {
+			p.publish(pub.Broadcast)
+		}
+	case protocols.Receive:
+		if m, ok := v.Msg.(*Message); ok && v.From != p.selfID {
+			p.receive(v.From, m)
+		}
+	case protocols.TimerFired:
+		if v.Timer.Kind == timerMissing {
+			p.missingTimer(v.Timer.Key)
+		}
+	case protocols.PeerDown:
+		p.neighborDown(v.Peer)
+	case protocols.Leave:
+		for _, id := range p.missingFIFO {
+			p.out = append(p.out, protocols.CancelTimer{Timer: protocols.Timer{Kind: timerMissing, Key: id}})
+		}
+		p.left = true
+		return p.out
+	}
+	p.flushIHave()
+	return p.out
+}
+
+func (p *Plumtree) send(to peer.ID, m *Message) {
+	p.out = append(p.out, protocols.Send{To: to, Msg: m})
+}
+
+// neighbours applies the membership's new neighbour set: newcomers are eager (the
+// paper's NeighborUp), those gone are forgotten (NeighborDown).
+func (p *Plumtree) neighbours(peers []peer.ID) {
+	for _, q := range slices.Concat(p.eager, p.lazy) {
+		if !slices.Contains(peers, q) {
+			p.neighborDown(q)
+		}
+	}
+	for _, q := range peers {
+		if q != p.selfID && !slices.Contains(p.eager, q) && !slices.Contains(p.lazy, q) {
+			p.eager = append(p.eager, q)
+		}
+	}
+}
+
+func (p *Plumtree) neighborDown(q peer.ID) {
+	p.eager = remove(p.eager, q)
+	p.lazy = remove(p.lazy, q)
+	for _, id := range p.missingFIFO {
+		p.missing[id] = slices.DeleteFunc(p.missing[id], func(a announcement) bool { return a.from == q })
+	}
+}
+
+func remove(s []peer.ID, q peer.ID) []peer.ID {
+	return slices.DeleteFunc(s, func(x peer.ID) bool { return x == q })
+}
+
+func (p *Plumtree) publish(b *Broadcast) {
+	id := BroadcastID(b)
+	if _, dup := p.seen[string(id)]; dup {
+		return
+	}
+	p.remember(id, b, seenEntry{})
+	p.eagerPush(b, 0, "")
+	p.lazyPush(id, 0, "")
+}
+
+func (p *Plumtree) receive(from peer.ID, m *Message) {
+	switch b := m.GetBody().(type) {
+	case *Message_Gossip:
+		p.onGossip(from, b.Gossip)
+	case *Message_Ihave:
+		for _, a := range b.Ihave.GetAnnouncements() {
+			p.onIHave(from, a.GetId(), a.GetRound())
+		}
+	case *Message_Graft:
+		p.onGraft(from, b.Graft)
+	case *Message_Prune:
+		p.moveToLazy(from)
+	}
+}
+
+func (p *Plumtree) onGossip(from peer.ID, g *Gossip) {
+	b := g.GetBroadcast()
+	if b == nil {
+		return
+	}
+	id := BroadcastID(b)
+	key := string(id)
+	if _, dup := p.seen[key]; dup {
+		// A second copy: the link it came by is redundant.
+		p.moveToLazy(from)
+		p.send(from, &Message{Body: &Message_Prune{Prune: &Prune{}}})
+		return
+	}
+	round := g.GetRound()
+	p.remember(id, b, seenEntry{from: from, round: round})
+	p.out = append(p.out, Delivered{ID: id, Broadcast: b, Round: round})
+	if _, waiting := p.missing[key]; waiting {
+		p.forgetMissing(key)
+	}
+	p.eagerPush(b, round+1, from)
+	p.lazyPush(id, round+1, from)
+	p.moveToEager(from)
+}
+
+func (p *Plumtree) onIHave(from peer.ID, id []byte, round uint32) {
+	key := string(id)
+	if len(id) != sha256.Size {
+		return
+	}
+	if e, ok := p.seen[key]; ok {
+		// The optimisation: a lazy link offers a path shorter by Threshold hops.
+		if p.cfg.Threshold > 0 && e.from != "" && e.from != from && int(e.round)-int(round) >= p.cfg.Threshold {
+			p.moveToEager(from)
+			p.send(from, &Message{Body: &Message_Graft{Graft: &Graft{Round: round}}})
+			p.moveToLazy(e.from)
+			p.send(e.from, &Message{Body: &Message_Prune{Prune: &Prune{}}})
+			p.seen[key] = seenEntry{from: from, round: round + 1}
+		}
+		return
+	}
+	anns, waiting := p.missing[key]
+	if !waiting {
+		if len(p.missingFIFO) >= p.cfg.Missing {
+			p.forgetMissing(p.missingFIFO[0])
+		}
+		p.missingFIFO = append(p.missingFIFO, key)
+		p.out = append(p.out, protocols.SetTimer{Timer: protocols.Timer{Kind: timerMissing, Key: key}, After: p.cfg.IHaveTimeout})
+	}
+	if len(anns) < 8 && !slices.ContainsFunc(anns, func(a announcement) bool { return a.from == from }) {
+		p.missing[key] = append(anns, announcement{from: from, round: round})
+	}
+}
+
+// missingTimer: the announced broadcast did not come; graft the first announcer.
+func (p *Plumtree) missingTimer(key string) {
+	anns, ok := p.missing[key]
+	if !ok {
+		return
+	}
+	if len(anns) == 0 {
+		p.forgetMissing(key)
+		return
+	}
+	a := anns[0]
+	p.missing[key] = anns[1:]
+	p.out = append(p.out, protocols.SetTimer{Timer: protocols.Timer{Kind: timerMissing, Key: key}, After: p.cfg.GraftTimeout})
+	p.moveToEager(a.from)
+	p.send(a.from, &Message{Body: &Message_Graft{Graft: &Graft{Id: []byte(key), Round: a.round}}})
+}
+
+func (p *Plumtree) onGraft(from peer.ID, g *Graft) {
+	p.moveToEager(from)
+	if b, ok := p.cache[string(g.GetId())]; ok {
+		round := p.seen[string(g.GetId())].round
+		p.send(from, &Message{Body: &Message_Gossip{Gossip: &Gossip{Broadcast: b, Round: round + 1}}})
+	}
+}
+
+func (p *Plumtree) eagerPush(b *Broadcast, round uint32, except peer.ID) {
+	for _, q := range p.eager {
+		if q != except {
+			p.send(q, &Message{Body: &Message_Gossip{Gossip: &Gossip{Broadcast: b, Round: round}}})
+		}
+	}
+}
+
+func (p *Plumtree) lazyPush(id []byte, round uint32, except peer.ID) {
+	for _, q := range p.lazy {
+		if q == except {
+			continue
+		}
+		if _, ok := p.ihave[q]; !ok {
+			p.order = append(p.order, q)
+		}
+		p.ihave[q] = append(p.ihave[q], &Announcement{Id: id, Round: round})
+	}
+}
+
+func (p *Plumtree) flushIHave() {
+	for _, q := range p.order {
+		p.send(q, &Message{Body: &Message_Ihave{Ihave: &IHave{Announcements: p.ihave[q]}}})
+		delete(p.ihave, q)
+	}
+	p.order = p.order[:0]
+}
+
+// moveToEager and moveToLazy change a neighbour's kind; peers that are not neighbours
+// (any more) are left alone.
+func (p *Plumtree) moveToEager(q peer.ID) {
+	if i := slices.Index(p.lazy, q); i >= 0 {
+		p.lazy = slices.Delete(p.lazy, i, i+1)
+		p.eager = append(p.eager, q)
+	}
+}
+
+func (p *Plumtree) moveToLazy(q peer.ID) {
+	if i := slices.Index(p.eager, q); i >= 0 {
+		p.eager = slices.Delete(p.eager, i, i+1)
+		p.lazy = append(p.lazy, q)
+	}
+}
+
+// remember records a received broadcast, forgetting the oldest beyond the bounds.
+func (p *Plumtree) remember(id []byte, b *Broadcast, e seenEntry) {
+	key := string(id)
+	if len(p.seenFIFO) >= p.cfg.Seen {
+		delete(p.seen, p.seenFIFO[0])
+		p.seenFIFO = p.seenFIFO[1:]
+	}
+	p.seen[key] = e
+	p.seenFIFO = append(p.seenFIFO, key)
+	if len(p.cacheIDs) >= p.cfg.Cache {
+		delete(p.cache, p.cacheIDs[0])
+		p.cacheIDs = p.cacheIDs[1:]
+	}
+	p.cache[key] = b
+	p.cacheIDs = append(p.cacheIDs, key)
+}
+
+func (p *Plumtree) forgetMissing(key string) {
+	delete(p.missing, key)
+	p.missingFIFO = slices.DeleteFunc(p.missingFIFO, func(k string) bool { return k == key })
+	p.out = append(p.out, protocols.CancelTimer{Timer: protocols.Timer{Kind: timerMissing, Key: key}})
+}
