@@ -367,10 +367,10 @@ func (s *Service) handle(now time.Time, in protocols.Input) {
 		case protocols.Send:
 			s.send(o.To, o.Msg)
 		case protocols.Close:
-			if w := s.writers[o.Peer]; w != nil {
-				delete(s.writers, o.Peer)
-				close(w.queue)
-			}
+			// A hint only: the writer and its stream stay until they idle (IdleTimeout,
+			// for peers that are not neighbours), so that a message sent to the peer
+			// right after a Close still travels behind the earlier ones on the same
+			// stream. Closing here and opening a new stream could reorder them.
 		case protocols.Link:
 			if o.Up {
 				s.link(o.Peer)

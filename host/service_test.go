@@ -376,3 +376,31 @@ func TestServiceConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// A Close followed at once by more sends must not reorder messages (one stream stays).
+func TestServiceCloseKeepsOrder(t *testing.T) {
+	_, hs := mockHosts(t, 2)
+	a := newScriptCore(func(_ time.Time, in protocols.Input) []protocols.Output {
+		if st, ok := in.(protocols.Start); ok {
+			var outs []protocols.Output
+			for i := 0; i < 30; i++ {
+				outs = append(outs, protocols.Send{To: st.Bootstrap[0], Msg: wrapperspb.String(strings.Repeat("x", i))})
+				if i%3 == 0 {
+					outs = append(outs, protocols.Close{Peer: st.Bootstrap[0]})
+				}
+			}
+			return outs
+		}
+		return nil
+	})
+	b := newScriptCore(nil)
+	sa := startService(t, hs[0], a)
+	startService(t, hs[1], b)
+	_ = sa.Post(context.Background(), protocols.Start{Bootstrap: []peer.ID{hs[1].ID()}})
+	for i := 0; i < 30; i++ {
+		r := next[protocols.Receive](t, b)
+		if got := len(r.Msg.(*wrapperspb.StringValue).GetValue()); got != i {
+			t.Fatalf("message %d arrived as number %d: a Close reordered the stream", got, i)
+		}
+	}
+}

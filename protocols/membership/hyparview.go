@@ -10,77 +10,109 @@ import (
 	"github.com/unsserv/go-unsserv/protocols"
 )
 
-// HyParView is the membership protocol of Leitão, Pereira and Rodrigues, "HyParView: a
-// membership protocol for reliable gossip-based broadcast", DSN 2007
+// HyParView is the membership protocol of João Leitão, José Pereira and Luís Rodrigues,
+// "HyParView: a membership protocol for reliable gossip-based broadcast", DSN 2007
 // (https://asc.di.fct.unl.pt/~jleitao/pdf/dsn07-leitao.pdf).
 //
 // Each node keeps two partial views. The small active view (log10(N)+1 nodes, 5 by
-// default) holds the node's overlay neighbours: links are symmetric, kept open, and
-// watched by the transport, so a failed neighbour is noticed as soon as the link breaks.
+// default) holds the node's overlay neighbours: links are symmetric, kept open and
+// watched by the transport, so a failed neighbour is noticed as soon as its link breaks.
 // The larger passive view (30 by default) is a reserve of known nodes, refreshed by a
-// periodic SHUFFLE random walk, from which a node promotes replacements with NEIGHBOR
-// requests (high priority when it has no neighbour left, which the receiver must
-// accept). A new node sends JOIN to a contact, which takes it into its active view and
-// starts FORWARD_JOIN random walks of ARWL hops along its other neighbours; the walks add
-// the joiner to passive views at hop PRWL and to an active view where they end. Adding a
-// node to a full active view evicts a random member with DISCONNECT, which moves the
-// two ends to each other's passive views.
+// periodic SHUFFLE random walk that swaps samples of both views with a random node, from
+// which a node promotes replacements with NEIGHBOR requests: high priority when it has no
+// neighbour left (the receiver must accept, evicting a neighbour if need be), low
+// priority otherwise (accepted only into a free slot). A new node sends JOIN to a
+// contact, which takes it as a neighbour and starts a FORWARD_JOIN random walk of ARWL
+// hops from each of its other neighbours; a walk adds the joiner to the passive view of
+// the node it visits at hop PRWL and to the active view of the node where it ends.
+// Adding a node to a full active view evicts a random neighbour with DISCONNECT, which
+// moves the two ends into each other's passive views.
 //
-// Deviations from the paper (see docs/membership.md):
-//   - Links are messages, not TCP connections: the node that takes a joiner in at the end
-//     of a FORWARD_JOIN walk tells it with a high-priority NEIGHBOR, and a contact
-//     acknowledges a JOIN with a NEIGHBOR_REPLY that carries its own descriptor.
-//   - Any free slot of the active view is refilled from the passive view (the paper
-//     does it after failures), several requests may be outstanding at once, a request
-//     not answered within NeighborTimeout counts as a failure, and a node that rejected
-//     a request is not asked again before the next shuffle.
-//   - A node whose views are both empty joins again through its bootstrap peers.
-//   - Periods and timeouts are wall-clock durations; the paper counts cycles.
+// The core is deterministic: views are slices kept in arrival order, every random
+// choice is drawn from the *rand.Rand it is given, and time only comes with inputs, so
+// the same inputs and seed give the same outputs.
+//
+// Deviations from the paper:
+//   - Links are messages, not TCP connections. A joiner takes its contact as a
+//     neighbour as it sends JOIN (the paper's connection open), so the contact sends
+//     nothing back; the node where a FORWARD_JOIN walk ends takes the joiner in and
+//     tells it with a high-priority NEIGHBOR, which the joiner accepts. A SHUFFLE or
+//     FORWARD_JOIN, which travel along active links only, from a node that is not in
+//     the active view is answered with DISCONNECT: the sender holds a link the receiver
+//     does not (a message was lost or overtaken), as a reset TCP connection would have
+//     told it.
+//   - Any missing slot of the active view is refilled from the passive view, not only
+//     after a failure: after a failure, a DISCONNECT or a refused request, and at every
+//     shuffle. Requests go to several passive nodes at once, one per missing slot. A
+//     request unanswered within NeighborTimeout counts as a failure of that node. A
+//     node that refused a low-priority request, or that one end of a link just dropped
+//     with DISCONNECT, is not asked again with low priority before the next shuffle; a
+//     node that refuses a high-priority request (which it must not) counts as failed.
+//     An acceptance that comes after its request timed out is taken if a slot is still
+//     free; any other acceptance nobody waits for is undone with DISCONNECT.
+//   - A node whose active and passive views are both empty joins again through its
+//     bootstrap peers at the next shuffle.
+//   - Time is wall-clock time: the paper's cycle is ShuffleInterval, and a node's first
+//     shuffle comes after a random part of it so that nodes started together do not
+//     shuffle in lockstep.
+//   - Bounds against bad peers: TTLs are clamped to the configured walk lengths, and a
+//     SHUFFLE or SHUFFLE_REPLY is read up to ShuffleActive+ShufflePassive+1 nodes.
+//   - Leave also sends DISCONNECT to the nodes it has a NEIGHBOR request outstanding with.
 type HyParView struct {
 	cfg    HyParViewConfig
 	rng    *rand.Rand
 	self   *Node
 	selfID peer.ID
 
-	active  []entry
-	passive []entry
-	pending []peer.ID // outstanding NEIGHBOR requests, to passive nodes
-	tried   []peer.ID // rejected us since the last shuffle
+	active  []entry   // the neighbours, in the order they came
+	passive []entry   // known nodes that are not neighbours
+	pending []request // NEIGHBOR requests to passive nodes, not answered yet
+	expired []peer.ID // requests that timed out, newest last (at most ActiveSize)
+	tried   []peer.ID // not to be asked with low priority before the next shuffle (bounded)
 
 	bootstrap []peer.ID
-	joinNext  int     // next bootstrap peer to try
-	contact   peer.ID // bootstrap peer joined through, until it proves alive or fails
+	joinNext  int     // index of the next bootstrap peer to JOIN through
+	contact   peer.ID // bootstrap peer JOINed through that has not been heard from yet
 
-	shuffleNonce uint64
-	shuffleSent  []peer.ID
+	shuffleNonce uint64    // of the outstanding shuffle, 0 if none
+	shuffleSent  []peer.ID // nodes sent in it
 
 	started, left bool
-	changed       bool
 	out           []protocols.Output
+	prev          []peer.ID // the active view when the current Handle began
 }
 
-// HyParViewConfig holds HyParView's parameters. The zero value of a field means the
-// paper's default (section 5 of the paper, for N = 10,000).
+// HyParViewConfig holds HyParView's parameters. A zero field means the paper's value
+// (section 5 of the paper, for a network of N = 10,000 nodes).
 type HyParViewConfig struct {
 	// ActiveSize is the active view's capacity; 0 means 5 (log10(N)+1).
 	ActiveSize int
-	// PassiveSize is the passive view's capacity; 0 means 30 (k*(log10(N)+c)).
+	// PassiveSize is the passive view's capacity; 0 means 30 (k*(log10(N)+c), k=6, c=1).
 	PassiveSize int
-	// ARWL is the active random walk length of FORWARD_JOIN; 0 means 6.
+	// ARWL, the active random walk length, is the number of hops of a FORWARD_JOIN
+	// walk; 0 means 6.
 	ARWL int
-	// PRWL is the hop at which FORWARD_JOIN adds the joiner to a passive view; 0 means 3.
+	// PRWL, the passive random walk length, is the TTL at which a FORWARD_JOIN walk adds
+	// the joiner to a passive view; 0 means 3. It must not exceed ARWL.
 	PRWL int
-	// ShuffleActive (ka) and ShufflePassive (kp) are how many nodes of each view a
-	// SHUFFLE carries, besides its origin; 0 means 3 and 4.
-	ShuffleActive, ShufflePassive int
-	// ShuffleTTL is the SHUFFLE random walk length; 0 means ARWL.
+	// ShuffleActive (ka) and ShufflePassive (kp) are how many nodes of the active and of
+	// the passive view a SHUFFLE carries besides its origin; 0 means 3 and 4.
+	ShuffleActive  int
+	ShufflePassive int
+	// ShuffleTTL is the number of hops of a SHUFFLE walk; 0 means ARWL.
 	ShuffleTTL int
-	// ShuffleInterval is the period of shuffles and of the view upkeep (one "cycle");
-	// 0 means 10 s.
+	// ShuffleInterval is the period of shuffles and of the view upkeep, the paper's
+	// cycle; 0 means 10 s.
 	ShuffleInterval time.Duration
-	// NeighborTimeout bounds the wait for a NEIGHBOR reply; 0 means 5 s.
+	// NeighborTimeout is how long a NEIGHBOR request may go unanswered before the node
+	// asked is taken for dead; 0 means 5 s.
 	NeighborTimeout time.Duration
 }
+
+// maxShuffleNodes bounds ShuffleActive+ShufflePassive+1, the nodes one SHUFFLE carries,
+// so that a shuffle of descriptors with signed records stays far below the runtime's
+// message size limit.
+const maxShuffleNodes = 256
 
 // WithDefaults returns the config with every zero field set to its default.
 func (c HyParViewConfig) WithDefaults() HyParViewConfig {
@@ -105,36 +137,50 @@ func (c HyParViewConfig) WithDefaults() HyParViewConfig {
 	return c
 }
 
-// Validate says which field is wrong, if any.
+// Validate says which field is wrong, if any, as a *protocols.ConfigError.
 func (c HyParViewConfig) Validate() error {
+	bad := func(field, reason string) error {
+		return &protocols.ConfigError{Field: "HyParViewConfig." + field, Reason: reason}
+	}
 	for _, f := range []struct {
 		name string
 		v    int
-	}{{"ActiveSize", c.ActiveSize}, {"PassiveSize", c.PassiveSize}, {"ARWL", c.ARWL}, {"PRWL", c.PRWL},
-		{"ShuffleActive", c.ShuffleActive}, {"ShufflePassive", c.ShufflePassive}, {"ShuffleTTL", c.ShuffleTTL}} {
+	}{
+		{"ActiveSize", c.ActiveSize}, {"PassiveSize", c.PassiveSize}, {"ARWL", c.ARWL},
+		{"PRWL", c.PRWL}, {"ShuffleActive", c.ShuffleActive},
+		{"ShufflePassive", c.ShufflePassive}, {"ShuffleTTL", c.ShuffleTTL},
+	} {
 		if f.v < 0 {
-			return &protocols.ConfigError{Field: "HyParViewConfig." + f.name, Reason: "must not be negative"}
+			return bad(f.name, "must not be negative")
 		}
 	}
-	if c.ShuffleInterval < 0 || c.NeighborTimeout < 0 {
-		return &protocols.ConfigError{Field: "HyParViewConfig.ShuffleInterval/NeighborTimeout", Reason: "must not be negative"}
+	if c.ShuffleInterval < 0 {
+		return bad("ShuffleInterval", "must not be negative")
+	}
+	if c.NeighborTimeout < 0 {
+		return bad("NeighborTimeout", "must not be negative")
 	}
 	d := c.WithDefaults()
 	if d.PRWL > d.ARWL {
-		return &protocols.ConfigError{Field: "HyParViewConfig.PRWL", Reason: "must not exceed ARWL (the walk would end before reaching it)"}
+		return bad("PRWL", "must not exceed ARWL (a walk would end before adding the joiner to passive views)")
 	}
-	if d.ShuffleActive+d.ShufflePassive+1 > 64 {
-		return &protocols.ConfigError{Field: "HyParViewConfig.ShuffleActive/ShufflePassive", Reason: "carry at most 63 nodes per shuffle"}
+	if d.ShuffleActive > maxShuffleNodes {
+		return bad("ShuffleActive", "must not exceed 256")
+	}
+	if d.ShuffleActive+d.ShufflePassive+1 > maxShuffleNodes {
+		return bad("ShufflePassive", "with ShuffleActive and the origin, a shuffle may carry at most 256 nodes")
 	}
 	return nil
 }
 
+// Timer kinds.
 const (
-	timerShuffle uint8 = iota + 1
-	timerNeighbor
+	hvTimerShuffle  uint8 = iota + 1 // the periodic shuffle
+	hvTimerNeighbor                  // a NEIGHBOR request's deadline, one per peer asked
 )
 
-// NewHyParView returns a HyParView core for the node self.
+// NewHyParView returns a HyParView core for the node self; rng is its only source of
+// randomness.
 func NewHyParView(self *Node, cfg HyParViewConfig, rng *rand.Rand) (*HyParView, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -144,12 +190,18 @@ func NewHyParView(self *Node, cfg HyParViewConfig, rng *rand.Rand) (*HyParView, 
 		return nil, &protocols.ConfigError{Field: "self", Reason: "has no valid peer ID"}
 	}
 	if rng == nil {
-		return nil, &protocols.ConfigError{Field: "rng", Reason: "is nil"}
+		return nil, &protocols.ConfigError{Field: "rng", Reason: "must not be nil"}
 	}
 	return &HyParView{cfg: cfg.WithDefaults(), rng: rng, self: cloneNode(self), selfID: id}, nil
 }
 
-// entry is a view member: its descriptor and its parsed ID.
+// request is an outstanding NEIGHBOR request.
+type request struct {
+	id   peer.ID
+	high bool
+}
+
+// entry is a view member: its parsed ID and its descriptor, owned by the view.
 type entry struct {
 	id peer.ID
 	n  *Node
@@ -172,26 +224,21 @@ func entryIDs(es []entry) []peer.ID {
 	return out
 }
 
-func nodeIDs(ns []*Node) []peer.ID {
-	out := make([]peer.ID, len(ns))
-	for i, n := range ns {
-		out[i] = n.PeerID()
-	}
-	return out
-}
-
 // Handle implements protocols.Core.
 func (h *HyParView) Handle(now time.Time, in protocols.Input) []protocols.Output {
 	if h.left {
 		return nil
 	}
 	h.out = h.out[:0]
-	h.changed = false
+	h.prev = h.prev[:0]
+	for _, e := range h.active {
+		h.prev = append(h.prev, e.id)
+	}
 	switch v := in.(type) {
 	case protocols.Start:
 		h.start(v)
 	case protocols.Receive:
-		if m, ok := v.Msg.(*Message); ok && v.From != h.selfID {
+		if m, ok := v.Msg.(*Message); ok && v.From != h.selfID && v.From != "" {
 			h.receive(v.From, m)
 		}
 	case protocols.TimerFired:
@@ -200,17 +247,22 @@ func (h *HyParView) Handle(now time.Time, in protocols.Input) []protocols.Output
 		h.peerDown(v.Peer)
 	case protocols.Leave:
 		h.leave()
+		return h.out
 	case protocols.SelfUpdated:
-		h.self = NewNode(h.selfID, v.Record, v.Meta)
+		h.self = NewNode(h.selfID, slices.Clone(v.Record), slices.Clone(v.Meta))
 	}
-	if h.changed {
-		nodes := make([]*Node, len(h.active))
-		for i, e := range h.active {
-			nodes[i] = cloneNode(e.n)
-		}
-		h.emit(NeighboursChanged{Nodes: nodes})
+	if !slices.EqualFunc(h.prev, h.active, func(id peer.ID, e entry) bool { return id == e.id }) {
+		h.emit(NeighboursChanged{Nodes: h.activeNodes()})
 	}
 	return h.out
+}
+
+func (h *HyParView) activeNodes() []*Node {
+	nodes := make([]*Node, len(h.active))
+	for i, e := range h.active {
+		nodes[i] = cloneNode(e.n)
+	}
+	return nodes
 }
 
 func (h *HyParView) emit(o protocols.Output) { h.out = append(h.out, o) }
@@ -225,32 +277,36 @@ func (h *HyParView) start(v protocols.Start) {
 	}
 	h.started = true
 	for _, b := range v.Bootstrap {
-		if b != h.selfID && b != "" && !slices.Contains(h.bootstrap, b) {
+		if b != "" && b != h.selfID && !slices.Contains(h.bootstrap, b) {
 			h.bootstrap = append(h.bootstrap, b)
 		}
 	}
-	// The first shuffle comes after a random part of the period, so that nodes started
-	// together do not shuffle in lockstep.
-	first := h.cfg.ShuffleInterval/2 + time.Duration(h.rng.Int64N(int64(h.cfg.ShuffleInterval/2)+1))
-	h.emit(protocols.SetTimer{Timer: protocols.Timer{Kind: timerShuffle}, After: first})
+	half := h.cfg.ShuffleInterval / 2
+	first := half + time.Duration(h.rng.Int64N(int64(h.cfg.ShuffleInterval-half)+1))
+	h.emit(protocols.SetTimer{Timer: protocols.Timer{Kind: hvTimerShuffle}, After: first})
 	h.join()
 }
 
-// join sends JOIN to the next bootstrap peer not yet tried, and takes it as a
-// neighbour at once (the paper's TCP connection to the contact).
+// join sends JOIN to the next bootstrap peer not tried yet, and takes it as a neighbour
+// at once (the paper's TCP connection to the contact). With none left it does nothing;
+// the next shuffle of an isolated node starts over.
 func (h *HyParView) join() {
-	for h.joinNext < len(h.bootstrap) {
-		c := h.bootstrap[h.joinNext]
-		h.joinNext++
-		h.contact = c
-		h.addActive(NewNode(c, nil, nil), c)
-		h.send(c, &Message{Body: &Message_Join{Join: &Join{Sender: h.selfNode()}}})
+	h.contact = ""
+	if h.joinNext >= len(h.bootstrap) {
 		return
 	}
-	h.contact = ""
+	c := h.bootstrap[h.joinNext]
+	h.joinNext++
+	h.contact = c
+	h.addActive(NewNode(c, nil, nil), c)
+	h.send(c, &Message{Body: &Message_Join{Join: &Join{Sender: h.selfNode()}}})
 }
 
+// receive is the one place that dispatches wire messages.
 func (h *HyParView) receive(from peer.ID, m *Message) {
+	if from == h.contact {
+		h.contact = "" // the contact is alive
+	}
 	switch b := m.GetBody().(type) {
 	case *Message_Join:
 		h.onJoin(from, b.Join)
@@ -278,33 +334,43 @@ func own(from peer.ID, n *Node) *Node {
 	return n
 }
 
+// onJoin: the contact takes the joiner in and starts a FORWARD_JOIN walk from each of
+// its other neighbours.
 func (h *HyParView) onJoin(from peer.ID, j *Join) {
 	n := own(from, j.GetSender())
 	if n == nil {
 		return
 	}
 	h.addActive(n, from)
+	// Acknowledge with this node's own descriptor, so that the joiner holds the
+	// contact's signed record (it only had the contact's ID), to hand out in shuffles.
 	h.send(from, &Message{Body: &Message_NeighborReply{NeighborReply: &NeighborReply{Sender: h.selfNode(), Accepted: true}}})
-	for _, q := range h.active {
-		if id := q.id; id != from {
-			h.send(id, &Message{Body: &Message_ForwardJoin{ForwardJoin: &ForwardJoin{Joiner: cloneNode(n), Ttl: uint32(h.cfg.ARWL)}}})
+	for _, e := range h.active {
+		if e.id != from {
+			h.send(e.id, forwardJoinMsg(n, uint32(h.cfg.ARWL)))
 		}
 	}
 }
 
+func forwardJoinMsg(joiner *Node, ttl uint32) *Message {
+	return &Message{Body: &Message_ForwardJoin{ForwardJoin: &ForwardJoin{Joiner: cloneNode(joiner), Ttl: ttl}}}
+}
+
+// onForwardJoin: one hop of a joiner's random walk.
 func (h *HyParView) onForwardJoin(from peer.ID, fj *ForwardJoin) {
 	n := fj.GetJoiner()
 	id := n.PeerID()
 	if id == "" || id == h.selfID || h.isActive(id) {
 		return
 	}
-	ttl := min(int(fj.GetTtl()), h.cfg.ARWL)
+	h.checkLink(from)
+	ttl := min(fj.GetTtl(), uint32(h.cfg.ARWL))
 	if ttl > 0 && len(h.active) > 1 {
-		if ttl == h.cfg.PRWL {
-			h.addPassive(n, id, nil)
-		}
 		if next := h.randomActive(from, id); next != "" {
-			h.send(next, &Message{Body: &Message_ForwardJoin{ForwardJoin: &ForwardJoin{Joiner: cloneNode(n), Ttl: uint32(ttl - 1)}}})
+			if ttl == uint32(h.cfg.PRWL) {
+				h.addPassive(n, id, nil)
+			}
+			h.send(next, forwardJoinMsg(n, ttl-1))
 			return
 		}
 	}
@@ -313,16 +379,29 @@ func (h *HyParView) onForwardJoin(from peer.ID, fj *ForwardJoin) {
 	h.send(id, &Message{Body: &Message_Neighbor{Neighbor: &Neighbor{Sender: h.selfNode(), HighPriority: true}}})
 }
 
+// checkLink is called for the messages that travel along active links only (SHUFFLE,
+// FORWARD_JOIN): if their sender is not a neighbour, nor asked to become one, the
+// sender holds a link this node does not, left by a lost or reordered message, and is
+// told to drop it.
+func (h *HyParView) checkLink(from peer.ID) {
+	if !h.isActive(from) && !h.isPending(from) {
+		h.send(from, &Message{Body: &Message_Disconnect{Disconnect: &Disconnect{Alive: true}}})
+	}
+}
+
 func (h *HyParView) onNeighbor(from peer.ID, nb *Neighbor) {
 	n := own(from, nb.GetSender())
 	if n == nil {
 		return
 	}
-	accept := h.isActive(from) || nb.GetHighPriority() || len(h.active) < h.cfg.ActiveSize
-	if accept {
+	accept := true
+	switch {
+	case h.isActive(from):
+		h.refresh(n, from)
+	case nb.GetHighPriority() || len(h.active) < h.cfg.ActiveSize:
 		h.addActive(n, from)
-	} else {
-		h.addPassive(n, from, nil)
+	default:
+		accept = false
 	}
 	h.send(from, &Message{Body: &Message_NeighborReply{NeighborReply: &NeighborReply{Sender: h.selfNode(), Accepted: accept}}})
 }
@@ -332,39 +411,45 @@ func (h *HyParView) onNeighborReply(from peer.ID, r *NeighborReply) {
 	if n == nil {
 		return
 	}
-	wasPending := h.dropPending(from)
-	if from == h.contact {
-		h.contact = "" // the contact answered: it is alive
-	}
+	req, asked := h.dropPending(from, true)
+	late := h.dropExpired(from)
 	switch {
-	case !r.GetAccepted():
-		if wasPending {
-			h.tried = append(h.tried, from)
-		}
 	case h.isActive(from):
 		h.refresh(n, from)
-	case len(h.active) < h.cfg.ActiveSize:
+	case !r.GetAccepted() && asked && req.high:
+		// A high-priority request must be accepted: count the peer as a failure.
+		h.removePassive(from)
+	case !r.GetAccepted():
+		// It stays in the passive view, but is not asked again before the next shuffle.
+		if asked {
+			h.markTried(from)
+		}
+	case asked || late && len(h.active) < h.cfg.ActiveSize:
 		h.addActive(n, from)
 	default:
-		// Accepted, but the view filled up meanwhile: undo the other end's link.
-		h.send(from, &Message{Body: &Message_Disconnect{Disconnect: &Disconnect{Alive: true}}})
-		h.emit(protocols.Close{Peer: from})
+		// An acceptance nobody waits for (the request timed out and the view filled up,
+		// or it answers a NEIGHBOR sent before this node evicted the peer): undo the
+		// other end's link.
+		h.sendDisconnect(from, true)
 		h.addPassive(n, from, nil)
+		h.markTried(from)
 	}
 	h.refill()
 }
 
 func (h *HyParView) onDisconnect(from peer.ID, d *Disconnect) {
-	if i := h.activeIndex(from); i >= 0 {
-		e := h.active[i]
-		h.removeActive(from)
+	alive := d.GetAlive()
+	if e, ok := h.removeActive(from); ok {
 		h.emit(protocols.Close{Peer: from})
-		if d.GetAlive() {
+		if alive {
 			h.addPassive(e.n, e.id, nil)
+			h.markTried(from) // it just dropped this node: do not ask it straight back
 		}
 	}
-	if !d.GetAlive() {
+	if !alive { // it left the network: forget it
 		h.removePassive(from)
+		h.dropPending(from, true)
+		h.dropExpired(from)
 	}
 	h.refill()
 }
@@ -375,20 +460,25 @@ func (h *HyParView) onShuffle(from peer.ID, s *Shuffle) {
 	if oid == "" || oid == h.selfID {
 		return
 	}
-	ttl := min(int(s.GetTtl()), h.cfg.ShuffleTTL)
+	if oid == from {
+		h.refresh(origin, oid)
+	}
+	h.checkLink(from)
+	ttl := min(s.GetTtl(), uint32(h.cfg.ShuffleTTL))
 	nodes := s.GetNodes()
-	if limit := h.cfg.ShuffleActive + h.cfg.ShufflePassive + 1; len(nodes) > limit {
+	if limit := h.shuffleLimit(); len(nodes) > limit {
 		nodes = nodes[:limit]
 	}
 	if ttl > 1 && len(h.active) > 1 {
 		if next := h.randomActive(from, oid); next != "" {
-			s.Ttl = uint32(ttl - 1)
-			s.Nodes = nodes
+			// The message is this core's: pass it on as it is, one hop shorter.
+			s.Ttl, s.Nodes = ttl-1, nodes
 			h.send(next, &Message{Body: &Message_Shuffle{Shuffle: s}})
 			return
 		}
 	}
-	// Accept: answer the origin with as many passive nodes, then keep what came.
+	// The walk ends here: answer the origin with as many passive nodes as it sent plus
+	// one, over a temporary link, then keep what came, evicting first what went.
 	reply := h.sample(h.passive, len(nodes)+1, oid)
 	sent := nodeIDs(reply)
 	h.send(oid, &Message{Body: &Message_ShuffleReply{ShuffleReply: &ShuffleReply{Nodes: reply, Nonce: s.GetNonce()}}})
@@ -405,45 +495,51 @@ func (h *HyParView) onShuffleReply(r *ShuffleReply) {
 	if h.shuffleNonce == 0 || r.GetNonce() != h.shuffleNonce {
 		return
 	}
-	h.shuffleNonce = 0
 	nodes := r.GetNodes()
-	if limit := h.cfg.ShuffleActive + h.cfg.ShufflePassive + 1; len(nodes) > limit {
+	if limit := h.shuffleLimit(); len(nodes) > limit {
 		nodes = nodes[:limit]
 	}
 	for _, n := range nodes {
 		h.addPassive(n, n.PeerID(), h.shuffleSent)
 	}
-	h.shuffleSent = nil
+	h.shuffleNonce, h.shuffleSent = 0, nil
 }
+
+func (h *HyParView) shuffleLimit() int { return h.cfg.ShuffleActive + h.cfg.ShufflePassive + 1 }
 
 func (h *HyParView) timer(t protocols.Timer) {
 	switch t.Kind {
-	case timerShuffle:
+	case hvTimerShuffle:
 		h.emit(protocols.SetTimer{Timer: t, After: h.cfg.ShuffleInterval})
 		h.tried = h.tried[:0]
-		if len(h.active) == 0 && len(h.passive) == 0 && len(h.pending) == 0 && h.contact == "" && len(h.bootstrap) > 0 {
+		if len(h.active) == 0 && len(h.passive) == 0 && len(h.pending) == 0 && len(h.bootstrap) > 0 {
 			h.joinNext = 0 // isolated: join again
 			h.join()
 			return
 		}
 		h.refill()
 		h.shuffle()
-	case timerNeighbor:
-		if h.dropPending(t.Peer) {
-			h.removePassive(t.Peer) // no answer: take it for dead
+	case hvTimerNeighbor:
+		if _, ok := h.dropPending(t.Peer, false); ok {
+			// No answer: take it for dead, but accept a late acceptance if there is room.
+			h.removePassive(t.Peer)
+			h.expired = append(h.expired, t.Peer)
+			if len(h.expired) > h.cfg.ActiveSize {
+				h.expired = slices.Delete(h.expired, 0, 1)
+			}
 			h.refill()
 		}
 	}
 }
 
-// shuffle starts a SHUFFLE walk from a random neighbour.
+// shuffle starts a SHUFFLE walk at a random neighbour, replacing any outstanding one.
 func (h *HyParView) shuffle() {
 	target := h.randomActive("", "")
 	if target == "" {
 		return
 	}
-	nodes := append(h.sample(h.active, h.cfg.ShuffleActive, target), h.sample(h.passive, h.cfg.ShufflePassive, target)...)
-	h.shuffleNonce = h.rng.Uint64() | 1
+	nodes := append(h.sample(h.active, h.cfg.ShuffleActive, ""), h.sample(h.passive, h.cfg.ShufflePassive, "")...)
+	h.shuffleNonce = h.rng.Uint64() | 1 // never 0, which means none
 	h.shuffleSent = nodeIDs(nodes)
 	h.send(target, &Message{Body: &Message_Shuffle{Shuffle: &Shuffle{
 		Origin: h.selfNode(), Nodes: nodes, Ttl: uint32(h.cfg.ShuffleTTL), Nonce: h.shuffleNonce,
@@ -451,31 +547,34 @@ func (h *HyParView) shuffle() {
 }
 
 func (h *HyParView) peerDown(p peer.ID) {
+	if p == "" || p == h.selfID {
+		return
+	}
 	h.removeActive(p)
 	h.removePassive(p)
-	h.dropPending(p)
-	if p == h.contact {
-		h.contact = ""
-		if len(h.active) == 0 {
-			h.join()
-		}
+	h.dropPending(p, true)
+	h.dropExpired(p)
+	if p == h.contact && len(h.active) == 0 {
+		h.join() // the contact never answered: try the next bootstrap peer
 	}
 	h.refill()
 }
 
 func (h *HyParView) leave() {
 	for _, e := range h.active {
-		id := e.id
-		h.send(id, &Message{Body: &Message_Disconnect{Disconnect: &Disconnect{Alive: false}}})
-		h.emit(protocols.Close{Peer: id})
-		h.emit(protocols.Link{Peer: id, Up: false})
+		h.send(e.id, &Message{Body: &Message_Disconnect{Disconnect: &Disconnect{Alive: false}}})
+		h.emit(protocols.Close{Peer: e.id})
+		h.emit(protocols.Link{Peer: e.id, Up: false})
 	}
-	h.emit(protocols.CancelTimer{Timer: protocols.Timer{Kind: timerShuffle}})
-	for _, p := range h.pending {
-		h.emit(protocols.CancelTimer{Timer: protocols.Timer{Kind: timerNeighbor, Peer: p}})
+	for _, r := range h.pending {
+		h.send(r.id, &Message{Body: &Message_Disconnect{Disconnect: &Disconnect{Alive: false}}})
+		h.emit(protocols.Close{Peer: r.id})
+		h.emit(protocols.CancelTimer{Timer: protocols.Timer{Kind: hvTimerNeighbor, Peer: r.id}})
 	}
-	h.active, h.passive, h.pending = nil, nil, nil
-	h.emit(NeighboursChanged{})
+	h.emit(protocols.CancelTimer{Timer: protocols.Timer{Kind: hvTimerShuffle}})
+	h.emit(NeighboursChanged{Nodes: []*Node{}})
+	h.active, h.passive, h.pending, h.expired, h.tried = nil, nil, nil, nil, nil
+	h.shuffleSent = nil
 	h.left = true
 }
 
@@ -483,56 +582,83 @@ func (h *HyParView) leave() {
 // counting outstanding requests, has free slots.
 func (h *HyParView) refill() {
 	for len(h.active)+len(h.pending) < h.cfg.ActiveSize {
+		// A high-priority request (no neighbour left) cannot be refused: then even
+		// the nodes that refused or dropped this one lately are worth asking.
+		high := len(h.active) == 0
 		var cands []peer.ID
 		for _, e := range h.passive {
-			id := e.id
-			if !slices.Contains(h.pending, id) && !slices.Contains(h.tried, id) {
-				cands = append(cands, id)
+			if !h.isPending(e.id) && (high || !slices.Contains(h.tried, e.id)) {
+				cands = append(cands, e.id)
 			}
 		}
 		if len(cands) == 0 {
 			return
 		}
 		q := cands[h.rng.IntN(len(cands))]
-		h.pending = append(h.pending, q)
-		h.send(q, &Message{Body: &Message_Neighbor{Neighbor: &Neighbor{Sender: h.selfNode(), HighPriority: len(h.active) == 0}}})
-		h.emit(protocols.SetTimer{Timer: protocols.Timer{Kind: timerNeighbor, Peer: q}, After: h.cfg.NeighborTimeout})
+		h.pending = append(h.pending, request{id: q, high: high})
+		h.send(q, &Message{Body: &Message_Neighbor{Neighbor: &Neighbor{Sender: h.selfNode(), HighPriority: high}}})
+		h.emit(protocols.SetTimer{Timer: protocols.Timer{Kind: hvTimerNeighbor, Peer: q}, After: h.cfg.NeighborTimeout})
 	}
 }
 
-// dropPending forgets an outstanding request to p, if any.
-func (h *HyParView) dropPending(p peer.ID) bool {
-	i := slices.Index(h.pending, p)
+func (h *HyParView) pendingIndex(p peer.ID) int {
+	return slices.IndexFunc(h.pending, func(r request) bool { return r.id == p })
+}
+
+func (h *HyParView) isPending(p peer.ID) bool { return h.pendingIndex(p) >= 0 }
+
+// dropPending forgets an outstanding request to p, cancelling its timer if asked to,
+// and returns it.
+func (h *HyParView) dropPending(p peer.ID, cancel bool) (request, bool) {
+	i := h.pendingIndex(p)
+	if i < 0 {
+		return request{}, false
+	}
+	r := h.pending[i]
+	h.pending = slices.Delete(h.pending, i, i+1)
+	if cancel {
+		h.emit(protocols.CancelTimer{Timer: protocols.Timer{Kind: hvTimerNeighbor, Peer: p}})
+	}
+	return r, true
+}
+
+// markTried keeps p from being asked with a low-priority NEIGHBOR before the next
+// shuffle. The list is bounded: the oldest entry goes first.
+func (h *HyParView) markTried(p peer.ID) {
+	if slices.Contains(h.tried, p) {
+		return
+	}
+	if len(h.tried) >= h.cfg.PassiveSize+h.cfg.ActiveSize {
+		h.tried = slices.Delete(h.tried, 0, 1)
+	}
+	h.tried = append(h.tried, p)
+}
+
+// dropExpired forgets a timed-out request to p and says whether there was one.
+func (h *HyParView) dropExpired(p peer.ID) bool {
+	i := slices.Index(h.expired, p)
 	if i < 0 {
 		return false
 	}
-	h.pending = slices.Delete(h.pending, i, i+1)
-	h.emit(protocols.CancelTimer{Timer: protocols.Timer{Kind: timerNeighbor, Peer: p}})
+	h.expired = slices.Delete(h.expired, i, i+1)
 	return true
 }
 
-func (h *HyParView) activeIndex(p peer.ID) int {
-	for i, e := range h.active {
-		if e.id == p {
-			return i
-		}
-	}
-	return -1
+func viewIndex(view []entry, p peer.ID) int {
+	return slices.IndexFunc(view, func(e entry) bool { return e.id == p })
 }
 
-func (h *HyParView) isActive(p peer.ID) bool { return h.activeIndex(p) >= 0 }
+func (h *HyParView) isActive(p peer.ID) bool { return viewIndex(h.active, p) >= 0 }
 
-func (h *HyParView) passiveIndex(p peer.ID) int {
-	for i, e := range h.passive {
-		if e.id == p {
-			return i
-		}
-	}
-	return -1
+// sendDisconnect tells p it is no longer a neighbour of this node.
+func (h *HyParView) sendDisconnect(p peer.ID, alive bool) {
+	h.send(p, &Message{Body: &Message_Disconnect{Disconnect: &Disconnect{Alive: alive}}})
+	h.emit(protocols.Close{Peer: p})
+	h.dropExpired(p)
 }
 
-// addActive makes n (whose ID is id) a neighbour, evicting a random neighbour if the
-// view is full.
+// addActive makes n (whose ID is id) a neighbour. A full view first evicts a random
+// neighbour with DISCONNECT into the passive view.
 func (h *HyParView) addActive(n *Node, id peer.ID) {
 	if id == "" || id == h.selfID {
 		return
@@ -541,43 +667,48 @@ func (h *HyParView) addActive(n *Node, id peer.ID) {
 		h.refresh(n, id)
 		return
 	}
+	h.removePassive(id)
+	h.dropPending(id, true)
+	h.dropExpired(id)
 	if len(h.active) >= h.cfg.ActiveSize {
 		victim := h.active[h.rng.IntN(len(h.active))]
-		h.send(victim.id, &Message{Body: &Message_Disconnect{Disconnect: &Disconnect{Alive: true}}})
-		h.emit(protocols.Close{Peer: victim.id})
+		h.sendDisconnect(victim.id, true)
 		h.removeActive(victim.id)
 		h.addPassive(victim.n, victim.id, nil)
+		h.markTried(victim.id) // do not ask it straight back
 	}
-	h.removePassive(id)
-	h.dropPending(id)
 	h.active = append(h.active, entry{id: id, n: cloneNode(n)})
 	h.emit(protocols.Link{Peer: id, Up: true})
-	h.changed = true
 }
 
-func (h *HyParView) removeActive(p peer.ID) {
-	if i := h.activeIndex(p); i >= 0 {
-		h.active = slices.Delete(h.active, i, i+1)
-		h.emit(protocols.Link{Peer: p, Up: false})
-		h.changed = true
+// removeActive drops p from the active view, if there, and returns its entry.
+func (h *HyParView) removeActive(p peer.ID) (entry, bool) {
+	i := viewIndex(h.active, p)
+	if i < 0 {
+		return entry{}, false
 	}
+	e := h.active[i]
+	h.active = slices.Delete(h.active, i, i+1)
+	h.emit(protocols.Link{Peer: p, Up: false})
+	return e, true
 }
 
 func (h *HyParView) removePassive(p peer.ID) {
-	if i := h.passiveIndex(p); i >= 0 {
+	if i := viewIndex(h.passive, p); i >= 0 {
 		h.passive = slices.Delete(h.passive, i, i+1)
 	}
 }
 
 // addPassive keeps n (whose ID is id) in the passive view unless it is this node or a
-// neighbour. A full view makes room by evicting, preferably, a node listed in prefer
-// (the nodes just sent away in a shuffle), otherwise a random one.
+// neighbour; a known node gets the new descriptor unless that would lose a record. A
+// full view makes room by evicting the first node of prefer it holds (the nodes just
+// sent away in a shuffle), else a random one.
 func (h *HyParView) addPassive(n *Node, id peer.ID, prefer []peer.ID) {
 	if id == "" || id == h.selfID || h.isActive(id) {
 		return
 	}
-	if i := h.passiveIndex(id); i >= 0 {
-		if len(n.GetRecord()) > 0 {
+	if i := viewIndex(h.passive, id); i >= 0 {
+		if len(n.GetRecord()) > 0 || len(h.passive[i].n.GetRecord()) == 0 {
 			h.passive[i].n = cloneNode(n)
 		}
 		return
@@ -585,8 +716,7 @@ func (h *HyParView) addPassive(n *Node, id peer.ID, prefer []peer.ID) {
 	if len(h.passive) >= h.cfg.PassiveSize {
 		victim := -1
 		for _, p := range prefer {
-			if i := h.passiveIndex(p); i >= 0 && !slices.Contains(h.pending, p) {
-				victim = i
+			if victim = viewIndex(h.passive, p); victim >= 0 {
 				break
 			}
 		}
@@ -598,14 +728,15 @@ func (h *HyParView) addPassive(n *Node, id peer.ID, prefer []peer.ID) {
 	h.passive = append(h.passive, entry{id: id, n: cloneNode(n)})
 }
 
-// refresh replaces the stored descriptor of neighbour id with a newer one from it.
+// refresh gives neighbour id the descriptor n it sent of itself, unless that would
+// lose a record.
 func (h *HyParView) refresh(n *Node, id peer.ID) {
-	if i := h.activeIndex(id); i >= 0 && len(n.GetRecord()) > 0 {
+	if i := viewIndex(h.active, id); i >= 0 && (len(n.GetRecord()) > 0 || len(h.active[i].n.GetRecord()) == 0) {
 		h.active[i].n = cloneNode(n)
 	}
 }
 
-// randomActive picks a random neighbour other than the ones given, or "".
+// randomActive picks a random neighbour other than not1 and not2, or "" if none.
 func (h *HyParView) randomActive(not1, not2 peer.ID) peer.ID {
 	var cands []peer.ID
 	for _, e := range h.active {
@@ -619,21 +750,28 @@ func (h *HyParView) randomActive(not1, not2 peer.ID) peer.ID {
 	return cands[h.rng.IntN(len(cands))]
 }
 
-// sample returns clones of up to k random nodes of view, leaving out skip.
+// sample returns clones of up to k distinct random members of view other than skip.
 func (h *HyParView) sample(view []entry, k int, skip peer.ID) []*Node {
-	var cands []*Node
-	for _, e := range view {
+	idx := make([]int, 0, len(view))
+	for i, e := range view {
 		if e.id != skip {
-			cands = append(cands, e.n)
+			idx = append(idx, i)
 		}
 	}
-	h.rng.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
-	if len(cands) > k {
-		cands = cands[:k]
+	k = min(k, len(idx))
+	out := make([]*Node, k)
+	for i := range k { // a partial Fisher-Yates shuffle
+		j := i + h.rng.IntN(len(idx)-i)
+		idx[i], idx[j] = idx[j], idx[i]
+		out[i] = cloneNode(view[idx[i]].n)
 	}
-	out := make([]*Node, len(cands))
-	for i, n := range cands {
-		out[i] = cloneNode(n)
+	return out
+}
+
+func nodeIDs(ns []*Node) []peer.ID {
+	out := make([]peer.ID, len(ns))
+	for i, n := range ns {
+		out[i] = n.PeerID()
 	}
 	return out
 }
