@@ -1,10 +1,7 @@
-// Package dissemination holds the broadcast cores: Plumtree so far (Brisa, LPBCast and
-// Mon are to come), and their wire messages.
 package dissemination
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -123,40 +120,9 @@ func (c PlumtreeConfig) Validate() error {
 	return nil
 }
 
-// Publish is the Call that broadcasts b, which the caller has filled in and signed.
-type Publish struct {
-	Broadcast *Broadcast
-}
-
-// Delivered is emitted once for every broadcast the node receives for the first time.
-type Delivered struct {
-	protocols.Event
-	ID        []byte
-	Broadcast *Broadcast
-	Round     uint32 // hops from the origin
-}
-
 const (
 	timerMissing uint8 = iota + 20
 )
-
-// ID returns a broadcast's id: a hash of its origin, sequence number and payload.
-func ID(origin []byte, seq uint64, payload []byte) []byte {
-	ph := sha256.Sum256(payload)
-	h := sha256.New()
-	h.Write([]byte("unsserv/dissemination/v1"))
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(len(origin)))
-	h.Write(n[:])
-	h.Write(origin)
-	binary.BigEndian.PutUint64(n[:], seq)
-	h.Write(n[:])
-	h.Write(ph[:])
-	return h.Sum(nil)
-}
-
-// BroadcastID returns the id of b.
-func BroadcastID(b *Broadcast) []byte { return ID(b.GetOrigin(), b.GetSeq(), b.GetPayload()) }
 
 // NewPlumtree returns a Plumtree core for node self.
 func NewPlumtree(self peer.ID, cfg PlumtreeConfig, rng *rand.Rand) (*Plumtree, error) {

@@ -1,9 +1,7 @@
 package dissemination_test
 
 import (
-	"fmt"
 	"math/rand/v2"
-	"slices"
 	"testing"
 	"time"
 
@@ -15,94 +13,11 @@ import (
 	"github.com/unsserv/go-unsserv/sim"
 )
 
-// ptNet: Plumtree cores over a fixed random overlay of degree about 5.
-type ptNet struct {
-	s         *sim.Sim
-	ids       []peer.ID
-	cores     []*dissemination.Plumtree
-	adj       map[peer.ID][]peer.ID
-	delivered map[peer.ID]map[string]int
-	seq       uint64
-}
-
-func kind(m proto.Message) string {
-	switch m.(*dissemination.Message).GetBody().(type) {
-	case *dissemination.Message_Gossip:
-		return "GOSSIP"
-	case *dissemination.Message_Ihave:
-		return "IHAVE"
-	case *dissemination.Message_Graft:
-		return "GRAFT"
-	case *dissemination.Message_Prune:
-		return "PRUNE"
-	}
-	return "?"
-}
-
-func newPTNet(t *testing.T, seed uint64, n int) *ptNet {
-	t.Helper()
-	ids, _ := sim.PeerIDs(seed, n)
-	net := &ptNet{ids: ids, adj: map[peer.ID][]peer.ID{}, delivered: map[peer.ID]map[string]int{}}
-	s, err := sim.New(sim.Config{
-		Seed: seed, Latency: sim.Uniform{Min: 5 * time.Millisecond, Max: 50 * time.Millisecond},
-		NewMessage: func() proto.Message { return new(dissemination.Message) },
-		Kind:       kind,
-		OnEvent: func(_ time.Time, node peer.ID, ev protocols.Output) {
-			if d, ok := ev.(dissemination.Delivered); ok {
-				if net.delivered[node] == nil {
-					net.delivered[node] = map[string]int{}
-				}
-				net.delivered[node][string(d.ID)]++
-			}
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	net.s = s
-	// A ring plus random chords: connected, degree about 5.
-	rng := rand.New(rand.NewPCG(seed, 7))
-	link := func(a, b peer.ID) {
-		if a != b && !slices.Contains(net.adj[a], b) {
-			net.adj[a] = append(net.adj[a], b)
-			net.adj[b] = append(net.adj[b], a)
-		}
-	}
-	for i := range ids {
-		link(ids[i], ids[(i+1)%n])
-		link(ids[i], ids[rng.IntN(n)])
-		link(ids[i], ids[rng.IntN(n)])
-	}
-	for i, id := range ids {
-		c, err := dissemination.NewPlumtree(id, dissemination.PlumtreeConfig{}, sim.NodeRand(seed, i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		net.cores = append(net.cores, c)
-		_ = s.Add(id, c)
-		_ = s.Input(id, protocols.Neighbours{Peers: net.adj[id]})
-	}
-	return net
-}
-
-func (n *ptNet) broadcast(from peer.ID) []byte {
-	n.seq++
-	b := &dissemination.Broadcast{Origin: []byte(from), Seq: n.seq, Payload: []byte("same payload")}
-	_ = n.s.Input(from, protocols.Call{Req: dissemination.Publish{Broadcast: b}})
-	return dissemination.BroadcastID(b)
-}
-
-// check: every live node but the origin delivered id exactly once.
-func (n *ptNet) check(id []byte, origin peer.ID) error {
-	for _, p := range n.ids {
-		if !n.s.Alive(p) || p == origin {
-			continue
-		}
-		if c := n.delivered[p][string(id)]; c != 1 {
-			return fmt.Errorf("%s delivered the broadcast %d times", p.ShortString(), c)
-		}
-	}
-	return nil
+func newPTNet(t testing.TB, seed uint64, n int) *overlayNet {
+	return newOverlayNet(t, seed, n, func() proto.Message { return new(dissemination.Message) },
+		func(_ int, id peer.ID, rng *rand.Rand) (protocols.Core, error) {
+			return dissemination.NewPlumtree(id, dissemination.PlumtreeConfig{}, rng)
+		})
 }
 
 func TestPlumtreeDeliversOnceAndBuildsATree(t *testing.T) {
@@ -133,7 +48,7 @@ func TestPlumtreeDeliversOnceAndBuildsATree(t *testing.T) {
 	}
 	eager := 0
 	for _, c := range net.cores {
-		eager += len(c.Eager())
+		eager += len(c.(*dissemination.Plumtree).Eager())
 	}
 	if eager/2 < n-1 || eager/2 > n+10 {
 		t.Fatalf("%d eager links for %d nodes, want about a spanning tree (%d)", eager/2, n, n-1)
@@ -149,32 +64,7 @@ func TestPlumtreeRepairsAfterFailures(t *testing.T) {
 		net.s.RunFor(5 * time.Second)
 	}
 	// 20% crash; the membership tells the survivors (Neighbours without the dead).
-	dead := map[peer.ID]bool{}
-	for _, i := range rng.Perm(n)[:n/5] {
-		dead[net.ids[i]] = true
-		net.s.Crash(net.ids[i])
-	}
-	// Keep the live overlay connected: a ring over the survivors, plus surviving links.
-	var live []peer.ID
-	for _, id := range net.ids {
-		if !dead[id] {
-			live = append(live, id)
-		}
-	}
-	for i, id := range live {
-		var ns []peer.ID
-		for _, q := range net.adj[id] {
-			if !dead[q] {
-				ns = append(ns, q)
-			}
-		}
-		for _, q := range []peer.ID{live[(i+1)%len(live)], live[(i+len(live)-1)%len(live)]} {
-			if !slices.Contains(ns, q) {
-				ns = append(ns, q)
-			}
-		}
-		_ = net.s.Input(id, protocols.Neighbours{Peers: ns})
-	}
+	live := net.crash(rng, 0.2)
 	net.s.RunFor(time.Second)
 	for k := 0; k < 5; k++ {
 		origin := live[rng.IntN(len(live))]
