@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	p2phost "github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -46,6 +47,9 @@ type Overlay interface {
 	WaitReady(ctx context.Context, n int) error
 	// Leave stops the service and says goodbye to the neighbours.
 	Leave() error
+	// Host returns the libp2p host the overlay runs on; services stacked on the overlay
+	// run on the same host.
+	Host() p2phost.Host
 }
 
 // Profile picks the algorithms behind the services. It is an Option.
@@ -73,6 +77,7 @@ func (p Profile) apply(o *options) error {
 		return fmt.Errorf("unknown profile %d: use unsserv.Stable or unsserv.Extreme", int(p))
 	}
 	o.profile = p
+	o.profileSet = true
 	return nil
 }
 
@@ -84,12 +89,15 @@ type optionFunc func(*options) error
 func (f optionFunc) apply(o *options) error { return f(o) }
 
 type options struct {
-	profile   Profile
-	bootstrap []peer.AddrInfo
-	meta      []byte
-	hyparview membership.HyParViewConfig
-	newscast  membership.NewscastConfig
-	seed      *uint64
+	profile    Profile
+	profileSet bool
+	bootstrap  []peer.AddrInfo
+	meta       []byte
+	hyparview  membership.HyParViewConfig
+	newscast   membership.NewscastConfig
+	seed       *uint64
+
+	dissemination disseminationOptions
 }
 
 func buildOptions(opts []Option) (*options, error) {

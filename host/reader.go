@@ -49,6 +49,11 @@ func (s *Service) handleStream(st network.Stream) {
 		if err == nil {
 			err = s.checkDescriptors(from, msg)
 		}
+		if err == nil && s.cfg.Check != nil {
+			if cerr := s.cfg.Check(from, msg); cerr != nil {
+				err = fmt.Errorf("%w: %v", errMalformed, cerr)
+			}
+		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				_ = st.Close()

@@ -39,6 +39,12 @@ type ServiceConfig struct {
 	// into the service.
 	OnEvent func(protocols.Output)
 
+	// Check, if set, vets every decoded message before the core sees it (for example
+	// signatures). It runs on the stream's reader goroutine, so it may be slow and run
+	// concurrently with itself. An error counts as a protocol violation: the stream is
+	// reset and the sender dropped.
+	Check func(from peer.ID, msg proto.Message) error
+
 	// MaxMessageSize is the largest message accepted; a bigger one resets the stream and
 	// drops its sender. 0 means 1 MiB.
 	MaxMessageSize int

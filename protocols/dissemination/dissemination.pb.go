@@ -27,12 +27,15 @@ const (
 // Broadcast is one application broadcast. Its id is derived from origin, seq and the
 // payload (never from the payload alone), so the same payload broadcast twice is two
 // broadcasts. signature is the origin's libp2p key over the id; the runtime checks it.
+// key is the origin's marshalled public key, sent only when the origin's peer ID does
+// not embed it (RSA and ECDSA keys).
 type Broadcast struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Origin        []byte                 `protobuf:"bytes,1,opt,name=origin,proto3" json:"origin,omitempty"`
 	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
 	Payload       []byte                 `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
 	Signature     []byte                 `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
+	Key           []byte                 `protobuf:"bytes,5,opt,name=key,proto3" json:"key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -91,6 +94,13 @@ func (x *Broadcast) GetPayload() []byte {
 func (x *Broadcast) GetSignature() []byte {
 	if x != nil {
 		return x.Signature
+	}
+	return nil
+}
+
+func (x *Broadcast) GetKey() []byte {
+	if x != nil {
+		return x.Key
 	}
 	return nil
 }
@@ -453,12 +463,13 @@ var File_dissemination_proto protoreflect.FileDescriptor
 
 const file_dissemination_proto_rawDesc = "" +
 	"\n" +
-	"\x13dissemination.proto\x12\x15unsserv.dissemination\"m\n" +
+	"\x13dissemination.proto\x12\x15unsserv.dissemination\"\x7f\n" +
 	"\tBroadcast\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\fR\x06origin\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x18\n" +
 	"\apayload\x18\x03 \x01(\fR\apayload\x12\x1c\n" +
-	"\tsignature\x18\x04 \x01(\fR\tsignature\"\xec\x01\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\x12\x10\n" +
+	"\x03key\x18\x05 \x01(\fR\x03key\"\xec\x01\n" +
 	"\aMessage\x127\n" +
 	"\x06gossip\x18\x01 \x01(\v2\x1d.unsserv.dissemination.GossipH\x00R\x06gossip\x124\n" +
 	"\x05ihave\x18\x02 \x01(\v2\x1c.unsserv.dissemination.IHaveH\x00R\x05ihave\x124\n" +
