@@ -59,6 +59,7 @@ type disseminationOptions struct {
 	onBroadcast func(Broadcast)
 	onError     func(error)
 	plumtree    dissemination.PlumtreeConfig
+	lpbcast     dissemination.LPBCastConfig
 }
 
 func dissOpt(f func(*disseminationOptions) error) Option {
@@ -119,6 +120,18 @@ func WithPlumtree(cfg dissemination.PlumtreeConfig) Option {
 			return err
 		}
 		d.plumtree = cfg
+		return nil
+	})
+}
+
+// WithLPBCast sets LPBCast's parameters (Extreme, many-to-many); its zero value means
+// the defaults.
+func WithLPBCast(cfg dissemination.LPBCastConfig) Option {
+	return dissOpt(func(d *disseminationOptions) error {
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
+		d.lpbcast = cfg
 		return nil
 	})
 }
@@ -227,6 +240,13 @@ func NewDissemination(ctx context.Context, o Overlay, id string, handler func([]
 	case profile == Stable && !d.oneToMany:
 		algorithm, newMsg = "plumtree", func() proto.Message { return new(dissemination.Message) }
 		core, err = dissemination.NewPlumtree(h.ID(), d.plumtree, rng)
+	case profile == Extreme && !d.oneToMany:
+		algorithm, newMsg = "lpbcast", func() proto.Message { return new(dissemination.LPBCastMessage) }
+		cfg := d.lpbcast
+		if cfg.MaxBytes == 0 {
+			cfg.MaxBytes = d.maxPayload
+		}
+		core, err = dissemination.NewLPBCast(h.ID(), cfg, rng)
 	default:
 		return nil, fmt.Errorf("new dissemination %s: the %s profile's %s algorithm is not available yet; use the Stable profile without OneToMany (Plumtree)", id, profile, map[bool]string{true: "one-to-many", false: "many-to-many"}[d.oneToMany])
 	}
@@ -250,6 +270,10 @@ func NewDissemination(ctx context.Context, o Overlay, id string, handler func([]
 		OnEvent:        di.onEvent,
 		Check:          di.check,
 		MaxMessageSize: 4*d.maxPayload + 64<<10,
+		// Broadcasts come in bursts (every broadcast is a message to each neighbour):
+		// a long queue, bounded in bytes too.
+		QueueSize:  4096,
+		QueueBytes: max(32<<20, 8*d.maxPayload),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("new dissemination %s: %w", id, err)

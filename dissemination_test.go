@@ -82,6 +82,7 @@ func TestMocknetFiftyExactlyOnce(t *testing.T) {
 		opts    []Option
 	}{
 		{"plumtree", Stable, nil},
+		{"lpbcast", Extreme, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {

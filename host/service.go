@@ -51,6 +51,10 @@ type ServiceConfig struct {
 	// QueueSize bounds the messages waiting to be written to one peer; a message that
 	// finds the queue full is dropped and counted. 0 means 128.
 	QueueSize int
+	// QueueBytes, if positive, also bounds the encoded bytes waiting for one peer (for
+	// services whose messages can be large, such as broadcasts); a message that would
+	// pass it is dropped and counted like one that finds the queue full.
+	QueueBytes int
 	// DialTimeout bounds opening a stream to a peer (connect, identify, negotiate).
 	// 0 means 10 s.
 	DialTimeout time.Duration
@@ -94,7 +98,7 @@ func (c ServiceConfig) validate() error {
 		return &protocols.ConfigError{Field: "Name", Reason: "is empty: give the resource manager service name, e.g. unsserv.membership"}
 	case c.NewMessage == nil:
 		return &protocols.ConfigError{Field: "NewMessage", Reason: "is nil: give a constructor of the wire message"}
-	case c.MaxMessageSize < 0, c.QueueSize < 0, c.DialTimeout < 0, c.WriteTimeout < 0, c.IdleTimeout < 0, c.FlushTimeout < 0:
+	case c.MaxMessageSize < 0, c.QueueSize < 0, c.QueueBytes < 0, c.DialTimeout < 0, c.WriteTimeout < 0, c.IdleTimeout < 0, c.FlushTimeout < 0:
 		return &protocols.ConfigError{Field: "MaxMessageSize/QueueSize/timeouts", Reason: "must not be negative"}
 	}
 	return nil
@@ -430,9 +434,20 @@ func (s *Service) send(to peer.ID, msg proto.Message) {
 		s.wg.Add(1)
 		go w.run()
 	}
+	size := 0
+	if s.cfg.QueueBytes > 0 {
+		size = proto.Size(msg)
+		if w.queuedBytes.Add(int64(size)) > int64(s.cfg.QueueBytes) {
+			w.queuedBytes.Add(-int64(size))
+			s.dropped.Add(1)
+			log.Warnw("outgoing queue full (bytes); message dropped", "protocol", s.cfg.Protocol, "peer", to, "queue_bytes", s.cfg.QueueBytes)
+			return
+		}
+	}
 	select {
-	case w.queue <- msg:
+	case w.queue <- queued{msg, size}:
 	default:
+		w.queuedBytes.Add(-int64(size))
 		s.dropped.Add(1)
 		log.Warnw("outgoing queue full; message dropped", "protocol", s.cfg.Protocol, "peer", to, "queue", s.cfg.QueueSize)
 	}

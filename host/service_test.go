@@ -293,6 +293,43 @@ func TestServiceQueueOverflowIsCounted(t *testing.T) {
 	}
 }
 
+func TestServiceQueueBytesBound(t *testing.T) {
+	_, hs := mockHosts(t, 2)
+	hs[1].SetStreamHandler(testProto, func(s network.Stream) {}) // nobody reads
+	big := wrapperspb.Bytes(make([]byte, 1000))                   // 1003 bytes encoded
+	c := newScriptCore(func(_ time.Time, in protocols.Input) []protocols.Output {
+		if st, ok := in.(protocols.Start); ok {
+			outs := make([]protocols.Output, 100)
+			for i := range outs {
+				outs[i] = protocols.Send{To: st.Bootstrap[0], Msg: big}
+			}
+			return outs
+		}
+		return nil
+	})
+	cfg := testConfig()
+	cfg.QueueBytes = 10 * 1003
+	s, err := NewService(hs[0], c, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	_ = s.Post(context.Background(), protocols.Start{Bootstrap: []peer.ID{hs[1].ID()}})
+	// 100 sent, 10 fit in the bytes bound, at most one more has left the queue for the
+	// blocked writer: 89 or 90 dropped, however long the count queue is.
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Stats().Dropped < 89 {
+		if time.Now().After(deadline) {
+			t.Fatalf("dropped %d, want at least 89", s.Stats().Dropped)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if d := s.Stats().Dropped; d > 90 {
+		t.Fatalf("dropped %d, want at most 90", d)
+	}
+}
+
 func TestServiceCloseLeavesNoGoroutine(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	mn, err := mocknet.FullMeshLinked(2)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -22,10 +23,19 @@ import (
 type peerWriter struct {
 	s     *Service
 	peer  peer.ID
-	queue chan proto.Message
+	queue chan queued
+
+	queuedBytes atomic.Int64 // encoded sizes of the queued messages (with QueueBytes)
 
 	mu sync.Mutex
 	st network.Stream // the open stream, for reset by Close
+}
+
+// queued is a message waiting in a writer's queue, with its size as counted against
+// QueueBytes (0 when not counted).
+type queued struct {
+	msg  proto.Message
+	size int
 }
 
 // reset aborts the writer's stream, if open.
@@ -44,7 +54,7 @@ func (w *peerWriter) setStream(st network.Stream) {
 }
 
 func newPeerWriter(s *Service, p peer.ID) *peerWriter {
-	return &peerWriter{s: s, peer: p, queue: make(chan proto.Message, s.cfg.QueueSize)}
+	return &peerWriter{s: s, peer: p, queue: make(chan queued, s.cfg.QueueSize)}
 }
 
 func (w *peerWriter) run() {
@@ -76,10 +86,10 @@ func (w *peerWriter) run() {
 		_ = s.post(s.ctx, loopMsg{from: w, in: protocols.PeerDown{Peer: w.peer, Err: err}})
 	}
 	for {
-		var msg proto.Message
+		var q queued
 		var ok bool
 		select {
-		case msg, ok = <-w.queue:
+		case q, ok = <-w.queue:
 		case <-idle.C:
 			_ = s.post(s.ctx, loopMsg{from: w, idle: true})
 			idle.Reset(s.cfg.IdleTimeout)
@@ -88,6 +98,8 @@ func (w *peerWriter) run() {
 		if !ok {
 			break
 		}
+		msg := q.msg
+		w.queuedBytes.Add(-int64(q.size))
 		if failed || s.ctx.Err() != nil {
 			s.dropped.Add(1)
 			continue

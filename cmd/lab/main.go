@@ -35,6 +35,10 @@ var experiments = map[string]experiment{
 		summary: "HyParView or Newscast overlay: joins, steady state, mass failure, recovery per cycle",
 		run:     runMembership,
 	},
+	"stream": {
+		summary: "one publisher's sustained stream over real QUIC or TCP hosts on loopback: messages/s delivered to all, CPU per message",
+		run:     runStream,
+	},
 }
 
 func main() {
