@@ -60,6 +60,7 @@ type disseminationOptions struct {
 	onError     func(error)
 	plumtree    dissemination.PlumtreeConfig
 	lpbcast     dissemination.LPBCastConfig
+	mon         dissemination.MonConfig
 }
 
 func dissOpt(f func(*disseminationOptions) error) Option {
@@ -132,6 +133,18 @@ func WithLPBCast(cfg dissemination.LPBCastConfig) Option {
 			return err
 		}
 		d.lpbcast = cfg
+		return nil
+	})
+}
+
+// WithMon sets Mon's parameters (Extreme, one-to-many); its zero value means the
+// defaults.
+func WithMon(cfg dissemination.MonConfig) Option {
+	return dissOpt(func(d *disseminationOptions) error {
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
+		d.mon = cfg
 		return nil
 	})
 }
@@ -247,6 +260,13 @@ func NewDissemination(ctx context.Context, o Overlay, id string, handler func([]
 			cfg.MaxBytes = d.maxPayload
 		}
 		core, err = dissemination.NewLPBCast(h.ID(), cfg, rng)
+	case profile == Extreme && d.oneToMany:
+		algorithm, newMsg = "mon", func() proto.Message { return new(dissemination.MonMessage) }
+		cfg := d.mon
+		if cfg.MaxBytes == 0 {
+			cfg.MaxBytes = d.maxPayload
+		}
+		core, err = dissemination.NewMon(h.ID(), cfg, rng)
 	default:
 		return nil, fmt.Errorf("new dissemination %s: the %s profile's %s algorithm is not available yet; use the Stable profile without OneToMany (Plumtree)", id, profile, map[bool]string{true: "one-to-many", false: "many-to-many"}[d.oneToMany])
 	}

@@ -83,6 +83,7 @@ func TestMocknetFiftyExactlyOnce(t *testing.T) {
 	}{
 		{"plumtree", Stable, nil},
 		{"lpbcast", Extreme, nil},
+		{"mon", Extreme, []Option{OneToMany}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
