@@ -58,6 +58,7 @@ type disseminationOptions struct {
 	queue       int
 	onBroadcast func(Broadcast)
 	onError     func(error)
+	trace       func(MessageTrace)
 	plumtree    dissemination.PlumtreeConfig
 	lpbcast     dissemination.LPBCastConfig
 	mon         dissemination.MonConfig
@@ -109,6 +110,23 @@ func OnBroadcast(f func(Broadcast)) Option {
 func OnError(f func(error)) Option {
 	return dissOpt(func(d *disseminationOptions) error {
 		d.onError = f
+		return nil
+	})
+}
+
+// MessageTrace describes one message of a service on the wire, for TraceMessages.
+type MessageTrace struct {
+	Out  bool          // written to Peer (else read from Peer)
+	Peer peer.ID       // the other end
+	Msg  proto.Message // the decoded message: do not change or keep it
+	Size int           // framed bytes on the stream
+}
+
+// TraceMessages calls f for every message the service writes or reads, from the
+// stream goroutines, concurrently. f must be quick. For experiments and debugging.
+func TraceMessages(f func(MessageTrace)) Option {
+	return dissOpt(func(d *disseminationOptions) error {
+		d.trace = f
 		return nil
 	})
 }
@@ -289,6 +307,7 @@ func NewDissemination(ctx context.Context, o Overlay, id string, handler func([]
 		NewMessage:     newMsg,
 		OnEvent:        di.onEvent,
 		Check:          di.check,
+		Trace:          traceFunc(d.trace),
 		MaxMessageSize: 4*d.maxPayload + 64<<10,
 		// Broadcasts come in bursts (every broadcast is a message to each neighbour):
 		// a long queue, bounded in bytes too.
@@ -308,6 +327,15 @@ func NewDissemination(ctx context.Context, o Overlay, id string, handler func([]
 		return nil, fmt.Errorf("new dissemination %s: %w", id, err)
 	}
 	return di, nil
+}
+
+func traceFunc(f func(MessageTrace)) func(bool, peer.ID, proto.Message, int) {
+	if f == nil {
+		return nil
+	}
+	return func(out bool, p peer.ID, msg proto.Message, size int) {
+		f(MessageTrace{Out: out, Peer: p, Msg: msg, Size: size})
+	}
 }
 
 func (di *Dissemination) updateNeighbours(ctx context.Context) error {

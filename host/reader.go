@@ -71,6 +71,9 @@ func (s *Service) handleStream(st network.Stream) {
 		}
 		s.msgsIn.Add(1)
 		s.bytesIn.Add(uint64(n))
+		if s.cfg.Trace != nil {
+			s.cfg.Trace(false, from, msg, n)
+		}
 		if s.post(s.ctx, loopMsg{in: protocols.Receive{From: from, Msg: msg}}) != nil {
 			st.Reset()
 			return

@@ -45,6 +45,11 @@ type ServiceConfig struct {
 	// reset and the sender dropped.
 	Check func(from peer.ID, msg proto.Message) error
 
+	// Trace, if set, sees every message read (out false, after Check) and every message
+	// written (out true), with its framed size. It is called from the stream goroutines,
+	// concurrently: it must be quick and must not change the message.
+	Trace func(out bool, p peer.ID, msg proto.Message, size int)
+
 	// MaxMessageSize is the largest message accepted; a bigger one resets the stream and
 	// drops its sender. 0 means 1 MiB.
 	MaxMessageSize int

@@ -296,7 +296,7 @@ func TestServiceQueueOverflowIsCounted(t *testing.T) {
 func TestServiceQueueBytesBound(t *testing.T) {
 	_, hs := mockHosts(t, 2)
 	hs[1].SetStreamHandler(testProto, func(s network.Stream) {}) // nobody reads
-	big := wrapperspb.Bytes(make([]byte, 1000))                   // 1003 bytes encoded
+	big := wrapperspb.Bytes(make([]byte, 1000))                  // 1003 bytes encoded
 	c := newScriptCore(func(_ time.Time, in protocols.Input) []protocols.Output {
 		if st, ok := in.(protocols.Start); ok {
 			outs := make([]protocols.Output, 100)

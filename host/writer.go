@@ -130,6 +130,9 @@ func (w *peerWriter) run() {
 		}
 		s.msgsOut.Add(1)
 		s.bytesOut.Add(uint64(len(buf)))
+		if s.cfg.Trace != nil {
+			s.cfg.Trace(true, w.peer, msg, len(buf))
+		}
 		if !idle.Stop() {
 			select {
 			case <-idle.C:
