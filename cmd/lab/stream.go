@@ -29,10 +29,10 @@ type streamResult struct {
 	Msgs          int     `json:"msgs"`
 	Size          int     `json:"size"`
 	Window        int     `json:"window"`
-	Complete      int     `json:"complete"`       // broadcasts delivered to every other host
-	Delivery      float64 `json:"delivery"`       // deliveries / (msgs * (n-1))
-	Duplicates    uint64  `json:"duplicates"`     // deliveries of a broadcast already handed over (must be 0)
-	MsgsPerSec    float64 `json:"msgs_per_s"`     // complete broadcasts per second of wall time
+	Complete      int     `json:"complete"`   // broadcasts delivered to every other host
+	Delivery      float64 `json:"delivery"`   // deliveries / (msgs * (n-1))
+	Duplicates    uint64  `json:"duplicates"` // deliveries of a broadcast already handed over (must be 0)
+	MsgsPerSec    float64 `json:"msgs_per_s"` // complete broadcasts per second of wall time
 	DeliveriesPS  float64 `json:"deliveries_per_s"`
 	CPUPerMsgMs   float64 `json:"cpu_ms_per_msg"`      // process CPU time (user+system, all hosts) per broadcast
 	CPUPerDeliv   float64 `json:"cpu_us_per_delivery"` // the same per delivery to one host
