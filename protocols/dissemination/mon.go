@@ -54,6 +54,8 @@ import (
 //     its own, as in MON, and only a transport failure or an unanswered PUSH ends them
 //     (over Newscast, whose views change every cycle, ending sessions at every view
 //     change made a rebuild storm: RMR 99 at 50 mocknet hosts, against 0 now).
+//   - A node in a live session invites a neighbour that appears later (within Fanout), so
+//     nodes that joined since the tree was built are not left out for its lifetime.
 //   - The paper builds the tree before running a command; here broadcasts flow down each
 //     edge as soon as it is accepted, and nodes keep a session's broadcasts (at most
 //     Window) until their own construction is over.
@@ -937,11 +939,26 @@ func (m *Mon) neighbours(peers []peer.ID) {
 			next = append(next, q)
 		}
 	}
-	// Only the candidates for new trees change. Tree edges of live sessions stay: in
-	// MON a session's links are its own, and a peer that left the membership's view (as
-	// Newscast's views change every cycle) is not thereby dead. Failures come as
-	// PeerDown, unanswered PUSHes or NOSESSION.
+	// Tree edges of live sessions stay: in MON a session's links are its own, and a
+	// peer that left the membership's view (as Newscast's views change every cycle) is
+	// not thereby dead. Failures come as PeerDown, unanswered PUSHes or NOSESSION.
+	fresh := slices.DeleteFunc(slices.Clone(next), func(q peer.ID) bool { return slices.Contains(m.neigh, q) })
 	m.neigh = next
+	// A new neighbour may have been nobody's neighbour when a live session's tree was
+	// built (a node that joined since, or one the views left out): invite it to the
+	// sessions this node is in, within Fanout. One already in a session refuses.
+	for _, s := range slices.Clone(m.order) {
+		if m.sessions[s.key] != s || s.ended || s.ttl == 0 || (!s.root && s.parent == "") ||
+			m.now.Sub(s.active) >= m.cfg.Lifetime {
+			continue
+		}
+		for _, q := range fresh {
+			if string(q) != s.origin && q != s.parent && s.child(q) == nil && s.pendingIndex(q) < 0 && !slices.Contains(s.candidates, q) {
+				s.candidates = append(s.candidates, q)
+			}
+		}
+		m.explore(s)
+	}
 }
 
 // gc forgets, once the node's construction is over, the broadcasts no child needs; and

@@ -847,3 +847,44 @@ func TestMonMaxBytesSplitsPushes(t *testing.T) {
 		t.Fatalf("%d PUSH messages for %d payload copies: some carried more than one", pushes, cnt.payloads)
 	}
 }
+
+// A node that joins the overlay while a session lives is invited by the tree node that
+// gets it as a neighbour: it receives the session's later broadcasts (and, through the
+// BREAK a late child causes, the earlier ones it missed) without waiting for the next
+// session.
+func TestMonInvitesLateNeighbours(t *testing.T) {
+	const n = 60
+	net, _ := newMonNet(t, 43, n, dissemination.MonConfig{}, 0)
+	origin := net.ids[0]
+	first := net.broadcast(origin)
+	net.s.RunFor(3 * time.Second)
+	if err := net.check(first, origin); err != nil {
+		t.Fatal(err)
+	}
+	// A newcomer, neighbour of two nodes only.
+	extra, _ := sim.PeerIDs(999, 1)
+	late := extra[0]
+	c, err := dissemination.NewMon(late, dissemination.MonConfig{}, rand.New(rand.NewPCG(1, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := net.s.Add(late, c); err != nil {
+		t.Fatal(err)
+	}
+	net.ids = append(net.ids, late)
+	for _, q := range net.ids[10:12] {
+		net.adj[q] = append(net.adj[q], late)
+		net.adj[late] = append(net.adj[late], q)
+		_ = net.s.Input(q, protocols.Neighbours{Peers: net.adj[q]})
+	}
+	_ = net.s.Input(late, protocols.Neighbours{Peers: net.adj[late]})
+	net.s.RunFor(2 * time.Second)
+	second := net.broadcast(origin) // within the first session's lifetime
+	net.s.RunFor(3 * time.Second)
+	if err := net.check(second, origin); err != nil {
+		t.Fatal(err)
+	}
+	if err := net.check(first, origin); err != nil {
+		t.Fatalf("the broadcast before it joined: %v", err)
+	}
+}
