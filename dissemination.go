@@ -395,7 +395,7 @@ func (di *Dissemination) onEvent(out protocols.Output) {
 		return
 	}
 	select {
-	case di.queue <- Broadcast{From: origin, Seq: b.GetSeq(), Data: b.GetPayload(), Hops: int(ev.Round) + 1}:
+	case di.queue <- Broadcast{From: origin, Seq: b.GetSeq(), Data: b.GetPayload(), Hops: int(ev.Round)}:
 	default:
 		n := di.overflow.Add(1)
 		di.report(fmt.Errorf("dissemination %s: broadcast %d from %s dropped (%d so far): %w", di.id, b.GetSeq(), origin.ShortString(), n, ErrDeliveryOverflow))

@@ -32,7 +32,7 @@ type Delivered struct {
 	protocols.Event
 	ID        []byte
 	Broadcast *Broadcast
-	Round     uint32 // hops from the origin
+	Round     uint32 // hops from the origin: 1 for a broadcast received from its origin
 }
 
 // Carrier is implemented by every top-level wire message of this package.

@@ -253,7 +253,7 @@ func (p *Plumtree) onGossip(from peer.ID, g *Gossip) {
 	}
 	round := g.GetRound()
 	p.remember(id, b, seenEntry{from: from, round: round})
-	p.out = append(p.out, Delivered{ID: id, Broadcast: b, Round: round})
+	p.out = append(p.out, Delivered{ID: id, Broadcast: b, Round: round + 1}) // hops: 1 from the origin
 	if _, waiting := p.missing[key]; waiting {
 		p.forgetMissing(key)
 	}
