@@ -26,6 +26,7 @@ import (
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -58,6 +59,7 @@ type config struct {
 	relays       []peer.AddrInfo
 	peerSource   autorelay.PeerSource
 	relayService bool
+	relayOpts    []relay.Option
 	metrics      bool
 	registerer   prometheus.Registerer
 	extra        []libp2p.Option
@@ -150,12 +152,28 @@ func RelayPeerSource(src autorelay.PeerSource) Option {
 }
 
 // RelayService makes the host a circuit relay v2 and AutoNAT server for others, and
-// declares it publicly reachable: for bootstrap nodes on public addresses.
-func RelayService() Option {
+// declares it publicly reachable: for bootstrap nodes on public addresses. Without
+// options the relay uses OverlayRelayResources; relay.WithResources or relay.WithLimit
+// set others.
+func RelayService(opts ...relay.Option) Option {
 	return func(c *config) error {
 		c.relayService = true
+		c.relayOpts = append(c.relayOpts, opts...)
 		return nil
 	}
+}
+
+// OverlayRelayResources are libp2p's default relay resources with circuit limits that
+// fit overlay links: libp2p's defaults cut a circuit after 2 minutes or 128 KiB per
+// direction, which an overlay neighbourship carrying broadcasts outlives within minutes.
+// Here a circuit lasts up to 30 minutes or 32 MiB per direction; hole punching usually
+// replaces it with a direct connection within seconds, and a circuit that is cut is
+// reopened by the next message (the runtime dials again). Reservations and circuits
+// stay bounded as in libp2p's defaults (128 reservations, 16 circuits per peer).
+func OverlayRelayResources() relay.Resources {
+	rc := relay.DefaultResources()
+	rc.Limit = &relay.RelayLimit{Duration: 30 * time.Minute, Data: 32 << 20}
+	return rc
 }
 
 // DisableMetrics turns libp2p's Prometheus metrics off. Several hosts in one process
@@ -275,7 +293,8 @@ func New(ctx context.Context, opts ...Option) (p2phost.Host, error) {
 		lopts = append(lopts, libp2p.EnableAutoRelayWithPeerSource(c.peerSource, autorelay.WithMinCandidates(1)))
 	}
 	if c.relayService {
-		lopts = append(lopts, libp2p.EnableRelayService(), libp2p.EnableNATService(), libp2p.ForceReachabilityPublic())
+		ropts := append([]relay.Option{relay.WithResources(OverlayRelayResources())}, c.relayOpts...)
+		lopts = append(lopts, libp2p.EnableRelayService(ropts...), libp2p.EnableNATService(), libp2p.ForceReachabilityPublic())
 	}
 	lopts = append(lopts, c.extra...)
 	h, err := libp2p.New(lopts...)

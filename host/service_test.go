@@ -441,3 +441,63 @@ func TestServiceCloseKeepsOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestServiceReopensStreamOnLiveConnection: a stream that dies while the peer is still
+// connected (as when a relayed connection gives way to a direct one) is reopened for
+// the next message; the peer is not reported down.
+func TestServiceReopensStreamOnLiveConnection(t *testing.T) {
+	// Real hosts: mocknet streams do not fail a write after the remote reset.
+	var hs []p2phost.Host
+	for i := 0; i < 2; i++ {
+		h, err := New(context.Background(), ListenAddrs("/ip4/127.0.0.1/tcp/0"), NoNATTraversal(), DisableMetrics())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.Close() })
+		hs = append(hs, h)
+	}
+	if err := hs[0].Connect(context.Background(), peer.AddrInfo{ID: hs[1].ID(), Addrs: hs[1].Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 10)
+	streams := make(chan network.Stream, 10)
+	hs[1].SetStreamHandler(testProto, func(st network.Stream) {
+		streams <- st
+		mr := newMsgReader(st, 1024)
+		for {
+			m := new(wrapperspb.StringValue)
+			if _, err := mr.next(m); err != nil {
+				return
+			}
+			got <- m.GetValue()
+		}
+	})
+	c := newScriptCore(func(_ time.Time, in protocols.Input) []protocols.Output {
+		if call, ok := in.(protocols.Call); ok {
+			return []protocols.Output{protocols.Send{To: hs[1].ID(), Msg: wrapperspb.String(call.Req.(string))}}
+		}
+		return nil
+	})
+	s := startService(t, hs[0], c)
+	ctx := context.Background()
+	_ = s.Post(ctx, protocols.Call{Req: "one"})
+	if m := <-got; m != "one" {
+		t.Fatalf("got %q", m)
+	}
+	(<-streams).Reset() // the stream dies; the connection stays
+	time.Sleep(50 * time.Millisecond)
+	_ = s.Post(ctx, protocols.Call{Req: "two"})
+	select {
+	case m := <-got:
+		if m != "two" {
+			t.Fatalf("got %q", m)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the message after the reset never arrived")
+	}
+	for len(c.inputs) > 0 {
+		if pd, ok := (<-c.inputs).(protocols.PeerDown); ok {
+			t.Fatalf("peer reported down: %v", pd.Err)
+		}
+	}
+}

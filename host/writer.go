@@ -124,9 +124,23 @@ func (w *peerWriter) run() {
 		}
 		_ = st.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 		if _, err := st.Write(buf); err != nil {
-			s.dropped.Add(1)
-			fail(fmt.Errorf("write to %s: %w", w.peer, err))
-			continue
+			// The stream's connection may have closed while another one to the peer
+			// remains: a relayed connection replaced by a direct one after hole
+			// punching, or a relay circuit cut at its limit and dialled again. Reopen
+			// once on what is left before calling the peer unreachable.
+			st.Reset()
+			st = nil
+			w.setStream(nil)
+			if s.ctx.Err() == nil && s.h.Network().Connectedness(w.peer) != network.NotConnected {
+				if st, err = w.reopen(buf); err == nil {
+					w.setStream(st)
+				}
+			}
+			if err != nil {
+				s.dropped.Add(1)
+				fail(fmt.Errorf("write to %s: %w", w.peer, err))
+				continue
+			}
 		}
 		s.msgsOut.Add(1)
 		s.bytesOut.Add(uint64(len(buf)))
@@ -148,6 +162,21 @@ func (w *peerWriter) run() {
 			_ = st.Close()
 		}
 	}
+}
+
+// reopen opens a new stream and writes buf on it.
+func (w *peerWriter) reopen(buf []byte) (network.Stream, error) {
+	st, err := w.open()
+	if err != nil {
+		return nil, err
+	}
+	_ = st.SetWriteDeadline(time.Now().Add(w.s.cfg.WriteTimeout))
+	if _, err := st.Write(buf); err != nil {
+		st.Reset()
+		return nil, err
+	}
+	log.Debugw("stream reopened after a write failed on a closed connection", "protocol", w.s.cfg.Protocol, "peer", w.peer)
+	return st, nil
 }
 
 // open opens the stream, over a relayed (limited) connection too: overlay links between
