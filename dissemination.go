@@ -62,6 +62,7 @@ type disseminationOptions struct {
 	plumtree    dissemination.PlumtreeConfig
 	lpbcast     dissemination.LPBCastConfig
 	mon         dissemination.MonConfig
+	brisa       dissemination.BrisaConfig
 }
 
 func dissOpt(f func(*disseminationOptions) error) Option {
@@ -151,6 +152,18 @@ func WithLPBCast(cfg dissemination.LPBCastConfig) Option {
 			return err
 		}
 		d.lpbcast = cfg
+		return nil
+	})
+}
+
+// WithBrisa sets Brisa's parameters (Stable, one-to-many); its zero value means the
+// defaults.
+func WithBrisa(cfg dissemination.BrisaConfig) Option {
+	return dissOpt(func(d *disseminationOptions) error {
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
+		d.brisa = cfg
 		return nil
 	})
 }
@@ -267,10 +280,16 @@ func NewDissemination(ctx context.Context, o Overlay, id string, handler func([]
 		algorithm string
 		newMsg    func() proto.Message
 	)
+	if profile != Stable && profile != Extreme {
+		return nil, fmt.Errorf("new dissemination %s: unknown profile %s", id, profile)
+	}
 	switch {
 	case profile == Stable && !d.oneToMany:
 		algorithm, newMsg = "plumtree", func() proto.Message { return new(dissemination.Message) }
 		core, err = dissemination.NewPlumtree(h.ID(), d.plumtree, rng)
+	case profile == Stable && d.oneToMany:
+		algorithm, newMsg = "brisa", func() proto.Message { return new(dissemination.BrisaMessage) }
+		core, err = dissemination.NewBrisa(h.ID(), d.brisa, rng)
 	case profile == Extreme && !d.oneToMany:
 		algorithm, newMsg = "lpbcast", func() proto.Message { return new(dissemination.LPBCastMessage) }
 		cfg := d.lpbcast
@@ -285,8 +304,6 @@ func NewDissemination(ctx context.Context, o Overlay, id string, handler func([]
 			cfg.MaxBytes = d.maxPayload
 		}
 		core, err = dissemination.NewMon(h.ID(), cfg, rng)
-	default:
-		return nil, fmt.Errorf("new dissemination %s: the %s profile's %s algorithm is not available yet; use the Stable profile without OneToMany (Plumtree)", id, profile, map[bool]string{true: "one-to-many", false: "many-to-many"}[d.oneToMany])
 	}
 	if err != nil {
 		return nil, fmt.Errorf("new dissemination %s: %w", id, err)

@@ -82,6 +82,7 @@ func TestMocknetFiftyExactlyOnce(t *testing.T) {
 		opts    []Option
 	}{
 		{"plumtree", Stable, nil},
+		{"brisa", Stable, []Option{OneToMany}},
 		{"lpbcast", Extreme, nil},
 		{"mon", Extreme, []Option{OneToMany}},
 	} {

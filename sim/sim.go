@@ -22,6 +22,17 @@
 //     PeerDown after DetectDelay, as a closed connection reports it in the runtime.
 //     Without it, a crash is discovered only by sending, as in the HyParView paper's
 //     simulations.
+//
+// Layers: a node may run a stack of cores (AddStack), as UnsServ stacks services, e.g. a
+// dissemination core over a membership core. Config.Layers describes each layer's wire
+// message. Each layer is its own service with its own stream: a message travels on the
+// layer of the core that sent it, is decoded with that layer's NewMessage and handed to
+// the same layer's core at the destination, in order per (sender, destination, layer).
+// Timers, Link outputs and PeerDown are per layer: a failed send on layer L, or a crash
+// of a node that layer L linked to, reaches layer L's core only. A crash stops every
+// layer of the node. The simulator never passes anything between layers by itself: the
+// driver feeds a layer the events of the one below (e.g. the membership's neighbour
+// changes as protocols.Neighbours) with InputLayer, as the runtime does.
 package sim
 
 import (
@@ -29,6 +40,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -55,17 +67,45 @@ type Config struct {
 	DetectDelay time.Duration
 	// NotifyLinksOnCrash: see the package doc.
 	NotifyLinksOnCrash bool
-	// NewMessage returns an empty wire message to decode deliveries into. Required.
+	// NewMessage returns an empty wire message of layer 0 to decode deliveries into.
+	// Required unless Layers[0].NewMessage is set.
 	NewMessage func() proto.Message
-	// Kind names a message's kind for the counters (e.g. "SHUFFLE"). nil counts every
-	// message under its protobuf type name.
+	// Kind names a layer-0 message's kind for the counters (e.g. "SHUFFLE"). nil counts
+	// every message under its protobuf type name.
 	Kind func(proto.Message) string
-	// OnEvent receives the service events of the cores (outputs that are not for the
-	// transport), with the node that emitted them and the virtual time.
+	// Layers describes the wire of each layer of the stacks the nodes run (AddStack):
+	// Layers[i] for layer i. nil means one layer, described by NewMessage and Kind; a nil
+	// field of Layers[0] also defaults to NewMessage or Kind.
+	Layers []Layer
+	// OnEvent receives the service events of the cores of every layer (outputs that are
+	// not for the transport), with the node that emitted them and the virtual time. Events
+	// of different layers are told apart by their type; OnLayerEvent also gives the layer.
 	OnEvent func(now time.Time, node peer.ID, ev protocols.Output)
-	// OnDeliver, if set, sees each delivered message just before the core does.
+	// OnLayerEvent, if set, receives the same events as OnEvent with the layer of the core
+	// that emitted them, just before OnEvent does.
+	OnLayerEvent func(now time.Time, node peer.ID, layer int, ev protocols.Output)
+	// OnDeliver, if set, sees each delivered message (of every layer) just before the
+	// core does.
 	OnDeliver func(now time.Time, from, to peer.ID, msg proto.Message)
+	// OnSend, if set, sees each message a core sends, with its layer, when the core sends
+	// it: before loss, failure or delivery is decided. The message is the core's own (read
+	// it, do not keep or change it).
+	OnSend func(now time.Time, layer int, from, to peer.ID, msg proto.Message)
 }
+
+// Layer describes the wire of one layer of a node's stack.
+type Layer struct {
+	// NewMessage returns an empty wire message of the layer to decode deliveries into.
+	// Required.
+	NewMessage func() proto.Message
+	// Kind names a message's kind for the counters; nil counts every message under its
+	// protobuf type name. Counters by kind are shared by all layers, so layers should not
+	// use the same kind names.
+	Kind func(proto.Message) string
+}
+
+// MaxLayers bounds the layers of a stack.
+const MaxLayers = 256
 
 // Latency draws a message's one-way delay.
 type Latency interface {
@@ -101,7 +141,8 @@ type Stats struct {
 	Delivered  Counter            // messages that reached a live core
 	Lost       uint64             // dropped by the loss model
 	Undeliv    uint64             // to crashed, absent or partitioned nodes
-	ByKind     map[string]Counter // sent, by kind
+	ByKind     map[string]Counter // sent, by kind (every layer)
+	ByLayer    []Counter          // sent, by layer
 	Events     uint64             // events processed
 	PeerDowns  uint64             // PeerDown inputs generated
 	TimerFires uint64
@@ -121,6 +162,7 @@ type event struct {
 	at    time.Time
 	seq   uint64
 	kind  eventKind
+	layer uint8 // the layer of the receiving core (not for evAction)
 	node  int32 // receiving node
 	from  int32 // evDeliver: sender; evPeerDown: the unreachable node
 	msg   []byte
@@ -150,20 +192,27 @@ func (h *eventHeap) Pop() any {
 }
 
 type node struct {
-	id      peer.ID
+	id     peer.ID
+	alive  bool
+	group  int         // partition group; messages cross only within a group
+	layers []nodeLayer // the stack, layer 0 first
+}
+
+// nodeLayer is the state of one core of a node's stack.
+type nodeLayer struct {
 	core    protocols.Core
-	alive   bool
-	group   int // partition group; messages cross only within a group
 	timers  map[protocols.Timer]uint64
-	links   []int32        // peers this node declared Link up to, in order
+	links   []int32        // peers this core declared Link up to, in order
 	pending map[int32]bool // PeerDown already scheduled for these destinations
 }
 
+// linkKey is a directed link; with the layer, a stream.
 type linkKey struct{ from, to int32 }
 
 // Sim is one simulated network. It is not safe for concurrent use.
 type Sim struct {
 	cfg    Config
+	layers []Layer
 	rng    *rand.Rand
 	now    time.Time
 	seq    uint64
@@ -171,7 +220,7 @@ type Sim struct {
 	events eventHeap
 	nodes  []*node
 	index  map[peer.ID]int32
-	last   map[linkKey]time.Time // latest delivery time scheduled per directed link
+	last   []map[linkKey]time.Time // per layer: latest delivery time scheduled per directed link
 	stats  Stats
 	trace  uint64 // running FNV-1a over the trace
 	buf    []byte
@@ -179,8 +228,27 @@ type Sim struct {
 
 // New returns an empty network at virtual time Epoch.
 func New(cfg Config) (*Sim, error) {
-	if cfg.NewMessage == nil {
-		return nil, &protocols.ConfigError{Field: "NewMessage", Reason: "is nil: give a constructor of the wire message"}
+	layers := slices.Clone(cfg.Layers)
+	if len(layers) == 0 {
+		layers = []Layer{{}}
+	}
+	if len(layers) > MaxLayers {
+		return nil, &protocols.ConfigError{Field: "Layers", Reason: fmt.Sprintf("has %d layers; at most %d", len(layers), MaxLayers)}
+	}
+	if layers[0].NewMessage == nil {
+		layers[0].NewMessage = cfg.NewMessage
+	}
+	if layers[0].Kind == nil {
+		layers[0].Kind = cfg.Kind
+	}
+	for i, l := range layers {
+		if l.NewMessage != nil {
+			continue
+		}
+		if i == 0 {
+			return nil, &protocols.ConfigError{Field: "NewMessage", Reason: "is nil: give a constructor of the wire message"}
+		}
+		return nil, &protocols.ConfigError{Field: fmt.Sprintf("Layers[%d].NewMessage", i), Reason: "is nil: give a constructor of the layer's wire message"}
 	}
 	if cfg.Loss < 0 || cfg.Loss >= 1 {
 		return nil, &protocols.ConfigError{Field: "Loss", Reason: fmt.Sprintf("is %v; it must be in [0, 1)", cfg.Loss)}
@@ -196,13 +264,14 @@ func New(cfg Config) (*Sim, error) {
 	}
 	h := fnv.New64a()
 	return &Sim{
-		cfg:   cfg,
-		rng:   rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x5851f42d4c957f2d)),
-		now:   Epoch,
-		index: make(map[peer.ID]int32),
-		last:  make(map[linkKey]time.Time),
-		stats: Stats{ByKind: map[string]Counter{}},
-		trace: h.Sum64(),
+		cfg:    cfg,
+		layers: layers,
+		rng:    rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x5851f42d4c957f2d)),
+		now:    Epoch,
+		index:  make(map[peer.ID]int32),
+		last:   make([]map[linkKey]time.Time, len(layers)),
+		stats:  Stats{ByKind: map[string]Counter{}, ByLayer: make([]Counter, len(layers))},
+		trace:  h.Sum64(),
 	}, nil
 }
 
@@ -216,36 +285,59 @@ func (s *Sim) Stats() Stats {
 	for k, v := range s.stats.ByKind {
 		st.ByKind[k] = v
 	}
+	st.ByLayer = slices.Clone(s.stats.ByLayer)
 	return st
 }
+
+// Layers returns the number of layers of the network (Config.Layers).
+func (s *Sim) Layers() int { return len(s.layers) }
 
 // TraceHash summarises everything that happened so far: every event processed, with its
 // time, node and content, and every message sent. Equal hashes mean equal runs.
 func (s *Sim) TraceHash() uint64 { return s.trace }
 
-// Add puts a node on the network, alive, at the current time. Its core receives
-// nothing until Input is called for it (usually with protocols.Start).
-func (s *Sim) Add(id peer.ID, core protocols.Core) error {
+// Add puts a node with one core (layer 0) on the network, alive, at the current time.
+// Its core receives nothing until Input is called for it (usually with protocols.Start).
+func (s *Sim) Add(id peer.ID, core protocols.Core) error { return s.AddStack(id, core) }
+
+// AddStack puts a node running a stack of cores on the network, alive, at the current
+// time: cores[i] is its layer i (see Config.Layers). A node may run fewer layers than the
+// network has; messages to a layer it does not run fail as to an absent node. Its cores
+// receive nothing until InputLayer is called for them.
+func (s *Sim) AddStack(id peer.ID, cores ...protocols.Core) error {
 	if _, dup := s.index[id]; dup {
 		return fmt.Errorf("sim: node %s added twice", id)
 	}
+	if len(cores) == 0 || len(cores) > len(s.layers) {
+		return fmt.Errorf("sim: node %s: %d cores for a network of %d layers (Config.Layers)", id, len(cores), len(s.layers))
+	}
+	n := &node{id: id, alive: true, layers: make([]nodeLayer, len(cores))}
+	for l, c := range cores {
+		if c == nil {
+			return fmt.Errorf("sim: node %s: the core of layer %d is nil", id, l)
+		}
+		n.layers[l] = nodeLayer{core: c, timers: make(map[protocols.Timer]uint64), pending: make(map[int32]bool)}
+	}
 	s.index[id] = int32(len(s.nodes))
-	s.nodes = append(s.nodes, &node{
-		id: id, core: core, alive: true,
-		timers:  make(map[protocols.Timer]uint64),
-		pending: make(map[int32]bool),
-	})
+	s.nodes = append(s.nodes, n)
 	return nil
 }
 
-// Input schedules an input for a node at the current time (after the events already
-// due now).
-func (s *Sim) Input(id peer.ID, in protocols.Input) error {
+// Input schedules an input for a node's layer-0 core at the current time (after the
+// events already due now).
+func (s *Sim) Input(id peer.ID, in protocols.Input) error { return s.InputLayer(id, 0, in) }
+
+// InputLayer schedules an input for the core of the given layer of a node at the current
+// time (after the events already due now).
+func (s *Sim) InputLayer(id peer.ID, layer int, in protocols.Input) error {
 	i, ok := s.index[id]
 	if !ok {
 		return fmt.Errorf("sim: no node %s", id)
 	}
-	s.push(&event{at: s.now, kind: evInput, node: i, in: in})
+	if layer < 0 || layer >= len(s.nodes[i].layers) {
+		return fmt.Errorf("sim: node %s runs no layer %d (it runs %d)", id, layer, len(s.nodes[i].layers))
+	}
+	s.push(&event{at: s.now, kind: evInput, layer: uint8(layer), node: i, in: in})
 	return nil
 }
 
@@ -255,10 +347,13 @@ func (s *Sim) Alive(id peer.ID) bool {
 	return ok && s.nodes[i].alive
 }
 
-// Core returns a node's core (to read its state in experiments and tests).
-func (s *Sim) Core(id peer.ID) protocols.Core {
-	if i, ok := s.index[id]; ok {
-		return s.nodes[i].core
+// Core returns a node's layer-0 core (to read its state in experiments and tests).
+func (s *Sim) Core(id peer.ID) protocols.Core { return s.LayerCore(id, 0) }
+
+// LayerCore returns the core of the given layer of a node, or nil.
+func (s *Sim) LayerCore(id peer.ID, layer int) protocols.Core {
+	if i, ok := s.index[id]; ok && layer >= 0 && layer < len(s.nodes[i].layers) {
+		return s.nodes[i].layers[layer].core
 	}
 	return nil
 }
@@ -281,12 +376,19 @@ func (s *Sim) Crash(id peer.ID) {
 	}
 	n := s.nodes[i]
 	n.alive = false
-	n.timers = map[protocols.Timer]uint64{}
+	for l := range n.layers {
+		n.layers[l].timers = map[protocols.Timer]uint64{}
+	}
 	s.mix(0xc4, uint64(i))
 	if s.cfg.NotifyLinksOnCrash {
 		for j, m := range s.nodes {
-			if m.alive && slices.Contains(m.links, i) {
-				s.scheduleDown(int32(j), i)
+			if !m.alive {
+				continue
+			}
+			for l := range m.layers {
+				if slices.Contains(m.layers[l].links, i) {
+					s.scheduleDown(int32(j), i, uint8(l))
+				}
 			}
 		}
 	}
@@ -312,9 +414,11 @@ func (s *Sim) Partition(groups ...[]peer.ID) {
 		if !n.alive {
 			continue
 		}
-		for _, j := range n.links {
-			if s.nodes[j].group != n.group {
-				s.scheduleDown(int32(i), j)
+		for l := range n.layers {
+			for _, j := range n.layers[l].links {
+				if s.nodes[j].group != n.group {
+					s.scheduleDown(int32(i), j, uint8(l))
+				}
 			}
 		}
 	}
@@ -322,6 +426,17 @@ func (s *Sim) Partition(groups ...[]peer.ID) {
 
 // Heal removes every partition.
 func (s *Sim) Heal() { s.Partition() }
+
+// SetLoss changes the probability that a message is lost, from now on (e.g. a lossy
+// network after an overlay was built on a lossless one). It must be in [0, 1).
+func (s *Sim) SetLoss(p float64) error {
+	if p < 0 || p >= 1 {
+		return &protocols.ConfigError{Field: "Loss", Reason: fmt.Sprintf("is %v; it must be in [0, 1)", p)}
+	}
+	s.cfg.Loss = p
+	s.mix(0x1055, math.Float64bits(p))
+	return nil
+}
 
 // RunFor processes events for d of virtual time.
 func (s *Sim) RunFor(d time.Duration) { s.RunUntil(s.now.Add(d)) }
@@ -411,16 +526,18 @@ func (s *Sim) process(e *event) {
 	if !n.alive {
 		if e.kind == evDeliver {
 			s.stats.Undeliv++
-			s.scheduleDown(e.from, e.node)
+			s.scheduleDown(e.from, e.node, e.layer)
 		}
 		return
 	}
 	s.stats.Events++
-	s.mix(uint64(e.at.UnixNano()), uint64(e.kind), uint64(e.node))
+	// The layer goes in the kind's second byte: a one-layer run hashes as before.
+	s.mix(uint64(e.at.UnixNano()), uint64(e.kind)|uint64(e.layer)<<8, uint64(e.node))
+	nl := &n.layers[e.layer]
 	var in protocols.Input
 	switch e.kind {
 	case evDeliver:
-		msg := s.cfg.NewMessage()
+		msg := s.layers[e.layer].NewMessage()
 		if err := proto.Unmarshal(e.msg, msg); err != nil {
 			panic(fmt.Sprintf("sim: a message the simulator encoded does not decode: %v", err))
 		}
@@ -434,59 +551,66 @@ func (s *Sim) process(e *event) {
 		}
 		in = protocols.Receive{From: from, Msg: msg}
 	case evTimer:
-		if g, ok := n.timers[e.timer]; !ok || g != e.gen {
+		if g, ok := nl.timers[e.timer]; !ok || g != e.gen {
 			return
 		}
-		delete(n.timers, e.timer)
+		delete(nl.timers, e.timer)
 		s.stats.TimerFires++
 		s.mix(uint64(e.timer.Kind))
 		in = protocols.TimerFired{Timer: e.timer}
 	case evPeerDown:
-		delete(n.pending, e.from)
+		delete(nl.pending, e.from)
 		s.stats.PeerDowns++
 		s.mix(uint64(e.from))
 		in = protocols.PeerDown{Peer: s.nodes[e.from].id, Err: errUnreachable}
 	case evInput:
 		in = e.in
 	}
-	for _, out := range n.core.Handle(s.now, in) {
-		s.output(e.node, out)
+	for _, out := range nl.core.Handle(s.now, in) {
+		s.output(e.node, e.layer, out)
 	}
 }
 
 var errUnreachable = fmt.Errorf("sim: peer unreachable")
 
-func (s *Sim) output(from int32, out protocols.Output) {
+func (s *Sim) output(from int32, layer uint8, out protocols.Output) {
 	n := s.nodes[from]
+	nl := &n.layers[layer]
 	switch o := out.(type) {
 	case protocols.Send:
-		s.send(from, o.To, o.Msg)
+		s.send(from, layer, o.To, o.Msg)
 	case protocols.Close:
 	case protocols.Link:
 		j, ok := s.index[o.Peer]
 		if !ok {
 			return
 		}
-		k := slices.Index(n.links, j)
+		k := slices.Index(nl.links, j)
 		if o.Up && k < 0 {
-			n.links = append(n.links, j)
+			nl.links = append(nl.links, j)
 		} else if !o.Up && k >= 0 {
-			n.links = slices.Delete(n.links, k, k+1)
+			nl.links = slices.Delete(nl.links, k, k+1)
 		}
 	case protocols.SetTimer:
 		s.gen++
-		n.timers[o.Timer] = s.gen
-		s.push(&event{at: s.now.Add(o.After), kind: evTimer, node: from, timer: o.Timer, gen: s.gen})
+		nl.timers[o.Timer] = s.gen
+		s.push(&event{at: s.now.Add(o.After), kind: evTimer, layer: layer, node: from, timer: o.Timer, gen: s.gen})
 	case protocols.CancelTimer:
-		delete(n.timers, o.Timer)
+		delete(nl.timers, o.Timer)
 	default:
+		if s.cfg.OnLayerEvent != nil {
+			s.cfg.OnLayerEvent(s.now, n.id, int(layer), out)
+		}
 		if s.cfg.OnEvent != nil {
 			s.cfg.OnEvent(s.now, n.id, out)
 		}
 	}
 }
 
-func (s *Sim) send(from int32, to peer.ID, msg proto.Message) {
+func (s *Sim) send(from int32, layer uint8, to peer.ID, msg proto.Message) {
+	if s.cfg.OnSend != nil {
+		s.cfg.OnSend(s.now, int(layer), s.nodes[from].id, to, msg)
+	}
 	var err error
 	s.buf, err = proto.MarshalOptions{Deterministic: true}.MarshalAppend(s.buf[:0], msg)
 	if err != nil {
@@ -494,8 +618,8 @@ func (s *Sim) send(from int32, to peer.ID, msg proto.Message) {
 	}
 	size := uint64(len(s.buf))
 	kind := ""
-	if s.cfg.Kind != nil {
-		kind = s.cfg.Kind(msg)
+	if k := s.layers[layer].Kind; k != nil {
+		kind = k(msg)
 	} else {
 		kind = string(proto.MessageName(msg))
 	}
@@ -505,9 +629,11 @@ func (s *Sim) send(from int32, to peer.ID, msg proto.Message) {
 	s.stats.ByKind[kind] = c
 	s.stats.Sent.Msgs++
 	s.stats.Sent.Bytes += size
+	s.stats.ByLayer[layer].Msgs++
+	s.stats.ByLayer[layer].Bytes += size
 
 	j, ok := s.index[to]
-	s.mix(0x5e, uint64(from), size)
+	s.mix(0x5e|uint64(layer)<<8, uint64(from), size)
 	if !ok {
 		s.stats.Undeliv++
 		s.mix(0xdead)
@@ -516,9 +642,9 @@ func (s *Sim) send(from int32, to peer.ID, msg proto.Message) {
 	}
 	s.mix(uint64(j))
 	dst := s.nodes[j]
-	if !dst.alive || dst.group != s.nodes[from].group {
+	if !dst.alive || dst.group != s.nodes[from].group || int(layer) >= len(dst.layers) {
 		s.stats.Undeliv++
-		s.scheduleDown(from, j)
+		s.scheduleDown(from, j, layer)
 		return
 	}
 	if s.cfg.Loss > 0 && s.rng.Float64() < s.cfg.Loss {
@@ -526,23 +652,32 @@ func (s *Sim) send(from int32, to peer.ID, msg proto.Message) {
 		return
 	}
 	at := s.now.Add(s.cfg.Latency.Sample(s.rng))
-	key := linkKey{from, j}
-	if last, ok := s.last[key]; ok && last.After(at) {
-		at = last // FIFO per link, as on a stream
+	last := s.last[layer]
+	if last == nil {
+		last = make(map[linkKey]time.Time)
+		s.last[layer] = last
 	}
-	s.last[key] = at
-	s.push(&event{at: at, kind: evDeliver, node: j, from: from, msg: slices.Clone(s.buf)})
+	key := linkKey{from, j}
+	if t, ok := last[key]; ok && t.After(at) {
+		at = t // FIFO per link and layer, as on a stream
+	}
+	last[key] = at
+	s.push(&event{at: at, kind: evDeliver, layer: layer, node: j, from: from, msg: slices.Clone(s.buf)})
 }
 
-// scheduleDown tells node who, after DetectDelay, that node gone is unreachable (once
-// until that PeerDown is processed).
-func (s *Sim) scheduleDown(who, gone int32) {
+// scheduleDown tells the given layer of node who, after DetectDelay, that node gone is
+// unreachable (once until that PeerDown is processed).
+func (s *Sim) scheduleDown(who, gone int32, layer uint8) {
 	n := s.nodes[who]
-	if !n.alive || n.pending[gone] {
+	if !n.alive {
 		return
 	}
-	n.pending[gone] = true
-	s.push(&event{at: s.now.Add(s.cfg.DetectDelay), kind: evPeerDown, node: who, from: gone})
+	nl := &n.layers[layer]
+	if nl.pending[gone] {
+		return
+	}
+	nl.pending[gone] = true
+	s.push(&event{at: s.now.Add(s.cfg.DetectDelay), kind: evPeerDown, layer: layer, node: who, from: gone})
 }
 
 // seedBytes expands a seed for a ChaCha8 source.

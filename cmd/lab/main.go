@@ -31,6 +31,10 @@ type experiment struct {
 }
 
 var experiments = map[string]experiment{
+	"broadcast": {
+		summary: "broadcast cores (Plumtree, ...) stacked on HyParView or Newscast: reliability, RMR, last delivery hop under failures and loss",
+		run:     runBroadcast,
+	},
 	"membership": {
 		summary: "HyParView or Newscast overlay: joins, steady state, mass failure, recovery per cycle",
 		run:     runMembership,

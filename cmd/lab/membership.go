@@ -179,21 +179,32 @@ func membershipKind(m proto.Message) string {
 // buildOverlay adds n nodes, each joining through a random earlier node, one every
 // joinGap.
 func buildOverlay(p membershipParams, protocol string, prog *progress) (*overlayNet, error) {
+	return buildStack(p, protocol, nil, prog)
+}
+
+// buildStack is buildOverlay with, if upper is not nil, a second layer stacked on the
+// membership of every node (see upperLayer).
+func buildStack(p membershipParams, protocol string, upper *upperLayer, prog *progress) (*overlayNet, error) {
 	ids, err := sim.PeerIDs(p.seed, p.n)
 	if err != nil {
 		return nil, err
 	}
-	s, err := sim.New(sim.Config{
+	net := &overlayNet{ids: ids, index: make(map[peer.ID]int, len(ids))}
+	cfg := sim.Config{
 		Seed:               p.seed,
 		Latency:            sim.Fixed(p.latency),
 		NewMessage:         func() proto.Message { return new(membership.Message) },
 		Kind:               membershipKind,
 		NotifyLinksOnCrash: p.notify,
-	})
+	}
+	if upper != nil {
+		upper.configure(net, &cfg)
+	}
+	s, err := sim.New(cfg)
 	if err != nil {
 		return nil, err
 	}
-	net := &overlayNet{s: s, ids: ids, index: make(map[peer.ID]int, len(ids))}
+	net.s = s
 	hvs := make([]*membership.HyParView, 0, p.n)
 	ncs := make([]*membership.Newscast, 0, p.n)
 	for i, id := range ids {
@@ -216,7 +227,12 @@ func buildOverlay(p membershipParams, protocol string, prog *progress) (*overlay
 			ncs = append(ncs, nc)
 			core = nc
 		}
-		if err := s.Add(id, core); err != nil {
+		if upper == nil {
+			err = s.Add(id, core)
+		} else {
+			err = upper.add(s, i, id, core)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -230,10 +246,12 @@ func buildOverlay(p membershipParams, protocol string, prog *progress) (*overlay
 	}
 	rng := rand.New(rand.NewPCG(p.seed, 0xb007))
 	_ = s.Input(ids[0], protocols.Start{})
+	upper.start(s, ids[0])
 	for i := 1; i < p.n; i++ {
 		s.RunFor(p.joinGap)
 		contact := ids[rng.IntN(i)]
 		_ = s.Input(ids[i], protocols.Start{Bootstrap: []peer.ID{contact}})
+		upper.start(s, ids[i])
 		if i%500 == 0 {
 			prog.update("%s: %d of %d joined", protocol, i, p.n)
 		}

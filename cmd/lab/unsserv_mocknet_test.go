@@ -14,7 +14,7 @@ func TestUnsservMocknet(t *testing.T) {
 		t.Skip("mocknet runs skipped in -short mode")
 	}
 	const n, msgs = 20, 10
-	for _, protocol := range []string{"plumtree", "lpbcast", "mon"} {
+	for _, protocol := range []string{"plumtree", "brisa", "lpbcast", "mon"} {
 		t.Run(protocol, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 			defer cancel()
