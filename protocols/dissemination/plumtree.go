@@ -22,7 +22,7 @@ import (
 // and the broadcast itself does not follow within a timeout, it asks the announcer for it
 // with GRAFT, which makes that link eager again: the tree repairs itself where links or
 // nodes fail. The optimisation of the paper replaces a tree link when a lazy link offers
-// a path shorter by at least Threshold hops.
+// a path shorter by at least Threshold hops (off by default, see PlumtreeConfig).
 //
 // Deviations (see docs/dissemination.md):
 //   - IHAVE announcements due to one peer in one step are sent as one message.
@@ -30,6 +30,9 @@ import (
 //     first), the broadcasts kept to answer GRAFTs (Cache), and the missing ids waited for
 //     (Missing, with at most 8 announcers each).
 //   - The node does not deliver its own broadcasts to itself.
+//   - When every announcer of a missing broadcast was grafted and it still did not come
+//     (a GRAFT or its answer lost), the node goes round the announcers again, up to
+//     MaxGrafts GRAFTs; the paper stops after the last announcer, relying on TCP.
 type Plumtree struct {
 	cfg    PlumtreeConfig
 	rng    *rand.Rand
@@ -42,7 +45,7 @@ type Plumtree struct {
 	cache    map[string]*Broadcast
 	cacheIDs []string
 
-	missing     map[string][]announcement
+	missing     map[string]*missingEntry
 	missingFIFO []string
 
 	ihave map[peer.ID][]*Announcement // announcements to flush at the end of the step
@@ -62,6 +65,13 @@ type announcement struct {
 	round uint32
 }
 
+// missingEntry is a broadcast announced by IHAVE and not received: who announced it
+// (at most 8) and how many GRAFTs were sent for it.
+type missingEntry struct {
+	anns   []announcement
+	grafts int
+}
+
 // PlumtreeConfig holds Plumtree's parameters; a zero field means its default.
 type PlumtreeConfig struct {
 	// IHaveTimeout is how long to wait for a broadcast announced by IHAVE before
@@ -70,8 +80,12 @@ type PlumtreeConfig struct {
 	// GraftTimeout is how long to wait after a GRAFT before trying the next announcer
 	// (the paper's timeout2); 0 means 500 ms.
 	GraftTimeout time.Duration
-	// Threshold is the hop gain that makes the optimisation replace a tree link; 0 means
-	// 3, negative turns the optimisation off.
+	// Threshold switches on the paper's optimisation: a broadcast received by eager
+	// push that an announcer had offered over a path shorter by at least Threshold hops
+	// makes that announcer's link a tree link and the sender's a lazy one. 0 (the
+	// default) leaves it off: with broadcasts from many origins over one shared tree, a
+	// swap that shortens one origin's paths lengthens another's, and the tree never
+	// settles (see docs/dissemination.md). Use it with a single origin, e.g. 3.
 	Threshold int
 	// Seen bounds the ids of received broadcasts remembered; 0 means 65,536.
 	Seen int
@@ -79,6 +93,9 @@ type PlumtreeConfig struct {
 	Cache int
 	// Missing bounds the announced ids waited for; 0 means 4,096.
 	Missing int
+	// MaxGrafts bounds the GRAFTs sent for one missing broadcast, going round its
+	// announcers (at most 8); 0 means 8.
+	MaxGrafts int
 }
 
 // WithDefaults returns the config with every zero field set to its default.
@@ -89,9 +106,6 @@ func (c PlumtreeConfig) WithDefaults() PlumtreeConfig {
 	if c.GraftTimeout == 0 {
 		c.GraftTimeout = 500 * time.Millisecond
 	}
-	if c.Threshold == 0 {
-		c.Threshold = 3
-	}
 	if c.Seen == 0 {
 		c.Seen = 1 << 16
 	}
@@ -100,6 +114,9 @@ func (c PlumtreeConfig) WithDefaults() PlumtreeConfig {
 	}
 	if c.Missing == 0 {
 		c.Missing = 4096
+	}
+	if c.MaxGrafts == 0 {
+		c.MaxGrafts = 8
 	}
 	return c
 }
@@ -111,8 +128,8 @@ func (c PlumtreeConfig) Validate() error {
 		return &protocols.ConfigError{Field: "PlumtreeConfig.IHaveTimeout", Reason: "must not be negative"}
 	case c.GraftTimeout < 0:
 		return &protocols.ConfigError{Field: "PlumtreeConfig.GraftTimeout", Reason: "must not be negative"}
-	case c.Seen < 0, c.Cache < 0, c.Missing < 0:
-		return &protocols.ConfigError{Field: "PlumtreeConfig.Seen/Cache/Missing", Reason: "must not be negative"}
+	case c.Seen < 0, c.Cache < 0, c.Missing < 0, c.MaxGrafts < 0:
+		return &protocols.ConfigError{Field: "PlumtreeConfig.Seen/Cache/Missing/MaxGrafts", Reason: "must not be negative"}
 	}
 	if d := c.WithDefaults(); d.Cache > d.Seen {
 		return &protocols.ConfigError{Field: "PlumtreeConfig.Cache", Reason: "must not exceed Seen"}
@@ -138,7 +155,7 @@ func NewPlumtree(self peer.ID, cfg PlumtreeConfig, rng *rand.Rand) (*Plumtree, e
 	return &Plumtree{
 		cfg: cfg.WithDefaults(), rng: rng, selfID: self,
 		seen: map[string]seenEntry{}, cache: map[string]*Broadcast{},
-		missing: map[string][]announcement{}, ihave: map[peer.ID][]*Announcement{},
+		missing: map[string]*missingEntry{}, ihave: map[peer.ID][]*Announcement{},
 	}, nil
 }
 
@@ -205,7 +222,8 @@ func (p *Plumtree) neighborDown(q peer.ID) {
 	p.eager = remove(p.eager, q)
 	p.lazy = remove(p.lazy, q)
 	for _, id := range p.missingFIFO {
-		p.missing[id] = slices.DeleteFunc(p.missing[id], func(a announcement) bool { return a.from == q })
+		e := p.missing[id]
+		e.anns = slices.DeleteFunc(e.anns, func(a announcement) bool { return a.from == q })
 	}
 }
 
@@ -220,7 +238,7 @@ func (p *Plumtree) publish(b *Broadcast) {
 	}
 	p.remember(id, b, seenEntry{})
 	p.eagerPush(b, 0, "")
-	p.lazyPush(id, 0, "")
+	p.lazyPush(id, 0, "", nil)
 }
 
 func (p *Plumtree) receive(from peer.ID, m *Message) {
@@ -254,12 +272,18 @@ func (p *Plumtree) onGossip(from peer.ID, g *Gossip) {
 	round := g.GetRound()
 	p.remember(id, b, seenEntry{from: from, round: round})
 	p.out = append(p.out, Delivered{ID: id, Broadcast: b, Round: round + 1}) // hops: 1 from the origin
-	if _, waiting := p.missing[key]; waiting {
+	e, waiting := p.missing[key]
+	var announcers []announcement
+	if waiting {
+		announcers = e.anns
 		p.forgetMissing(key)
 	}
 	p.eagerPush(b, round+1, from)
-	p.lazyPush(id, round+1, from)
+	p.lazyPush(id, round+1, from, announcers)
 	p.moveToEager(from)
+	if waiting {
+		p.optimise(e, round, from)
+	}
 }
 
 func (p *Plumtree) onIHave(from peer.ID, id []byte, round uint32) {
@@ -267,45 +291,65 @@ func (p *Plumtree) onIHave(from peer.ID, id []byte, round uint32) {
 	if len(id) != sha256.Size {
 		return
 	}
-	if e, ok := p.seen[key]; ok {
-		// The optimisation: a lazy link offers a path shorter by Threshold hops.
-		if p.cfg.Threshold > 0 && e.from != "" && e.from != from && int(e.round)-int(round) >= p.cfg.Threshold {
-			p.moveToEager(from)
-			p.send(from, &Message{Body: &Message_Graft{Graft: &Graft{Round: round}}})
-			p.moveToLazy(e.from)
-			p.send(e.from, &Message{Body: &Message_Prune{Prune: &Prune{}}})
-			p.seen[key] = seenEntry{from: from, round: round + 1}
-		}
+	if _, ok := p.seen[key]; ok {
 		return
 	}
-	anns, waiting := p.missing[key]
+	e, waiting := p.missing[key]
 	if !waiting {
 		if len(p.missingFIFO) >= p.cfg.Missing {
 			p.forgetMissing(p.missingFIFO[0])
 		}
+		e = &missingEntry{}
+		p.missing[key] = e
 		p.missingFIFO = append(p.missingFIFO, key)
 		p.out = append(p.out, protocols.SetTimer{Timer: protocols.Timer{Kind: timerMissing, Key: key}, After: p.cfg.IHaveTimeout})
 	}
-	if len(anns) < 8 && !slices.ContainsFunc(anns, func(a announcement) bool { return a.from == from }) {
-		p.missing[key] = append(anns, announcement{from: from, round: round})
+	if len(e.anns) < 8 && !slices.ContainsFunc(e.anns, func(a announcement) bool { return a.from == from }) {
+		e.anns = append(e.anns, announcement{from: from, round: round})
 	}
 }
 
-// missingTimer: the announced broadcast did not come; graft the first announcer.
+// missingTimer: the announced broadcast did not come; graft the next announcer, in the
+// order they announced it, going round again while MaxGrafts allows (a GRAFT or its
+// answer can be lost, or the announcer may have failed).
 func (p *Plumtree) missingTimer(key string) {
-	anns, ok := p.missing[key]
+	e, ok := p.missing[key]
 	if !ok {
 		return
 	}
-	if len(anns) == 0 {
+	if len(e.anns) == 0 || e.grafts >= p.cfg.MaxGrafts {
 		p.forgetMissing(key)
 		return
 	}
-	a := anns[0]
-	p.missing[key] = anns[1:]
+	a := e.anns[e.grafts%len(e.anns)]
+	e.grafts++
 	p.out = append(p.out, protocols.SetTimer{Timer: protocols.Timer{Kind: timerMissing, Key: key}, After: p.cfg.GraftTimeout})
 	p.moveToEager(a.from)
 	p.send(a.from, &Message{Body: &Message_Graft{Graft: &Graft{Id: []byte(key), Round: a.round}}})
+}
+
+// optimise is the paper's optimisation, on receiving a broadcast by eager push with
+// round hops when it was also announced: if an announcer offered a path shorter by
+// Threshold hops or more, its link becomes a tree link (GRAFT without id) and the
+// sender's a lazy one (PRUNE).
+func (p *Plumtree) optimise(e *missingEntry, round uint32, sender peer.ID) {
+	if p.cfg.Threshold <= 0 {
+		return
+	}
+	best := -1
+	for i, a := range e.anns {
+		if a.from != sender && a.round < round && int(round-a.round) >= p.cfg.Threshold && (best < 0 || a.round < e.anns[best].round) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return
+	}
+	a := e.anns[best]
+	p.moveToEager(a.from)
+	p.send(a.from, &Message{Body: &Message_Graft{Graft: &Graft{Round: a.round}}})
+	p.moveToLazy(sender)
+	p.send(sender, &Message{Body: &Message_Prune{Prune: &Prune{}}})
 }
 
 func (p *Plumtree) onGraft(from peer.ID, g *Graft) {
@@ -324,9 +368,10 @@ func (p *Plumtree) eagerPush(b *Broadcast, round uint32, except peer.ID) {
 	}
 }
 
-func (p *Plumtree) lazyPush(id []byte, round uint32, except peer.ID) {
+// lazyPush announces id to the lazy peers but except and those that announced it.
+func (p *Plumtree) lazyPush(id []byte, round uint32, except peer.ID, announcers []announcement) {
 	for _, q := range p.lazy {
-		if q == except {
+		if q == except || slices.ContainsFunc(announcers, func(a announcement) bool { return a.from == q }) {
 			continue
 		}
 		if _, ok := p.ihave[q]; !ok {

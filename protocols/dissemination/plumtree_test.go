@@ -1,7 +1,9 @@
 package dissemination_test
 
 import (
+	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -118,5 +120,51 @@ func TestPlumtreeSameSeedSameTrace(t *testing.T) {
 	}
 	if a, b := run(), run(); a != b {
 		t.Fatalf("traces differ: %x %x", a, b)
+	}
+}
+
+// The paper's optimisation (Threshold > 0): a broadcast announced by A over 1 hop and
+// received from S over 5 makes A's link a tree link (GRAFT without id) and S's lazy
+// (PRUNE). Off by default: the same inputs only deliver.
+func TestPlumtreeOptimisation(t *testing.T) {
+	ids, _ := sim.PeerIDs(11, 3)
+	a, s := ids[1], ids[2]
+	b := &dissemination.Broadcast{Origin: []byte("o"), Seq: 1, Payload: []byte("x")}
+	id := dissemination.BroadcastID(b)
+	for _, threshold := range []int{3, 0} {
+		c, err := dissemination.NewPlumtree(ids[0], dissemination.PlumtreeConfig{Threshold: threshold}, rand.New(rand.NewPCG(1, 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t0 := sim.Epoch
+		c.Handle(t0, protocols.Neighbours{Peers: []peer.ID{a, s}})
+		// A is lazy (it pruned us); S is eager.
+		c.Handle(t0, protocols.Receive{From: a, Msg: &dissemination.Message{Body: &dissemination.Message_Prune{Prune: &dissemination.Prune{}}}})
+		c.Handle(t0, protocols.Receive{From: a, Msg: &dissemination.Message{Body: &dissemination.Message_Ihave{Ihave: &dissemination.IHave{
+			Announcements: []*dissemination.Announcement{{Id: id, Round: 1}}}}}})
+		out := c.Handle(t0.Add(10*time.Millisecond), protocols.Receive{From: s, Msg: &dissemination.Message{Body: &dissemination.Message_Gossip{Gossip: &dissemination.Gossip{Broadcast: b, Round: 5}}}})
+		var got []string
+		for _, o := range out {
+			switch v := o.(type) {
+			case dissemination.Delivered:
+				got = append(got, fmt.Sprintf("deliver round %d", v.Round))
+			case protocols.Send:
+				to := "A"
+				if v.To == s {
+					to = "S"
+				}
+				got = append(got, v.Msg.(*dissemination.Message).Kind()+" to "+to)
+			}
+		}
+		want := []string{"deliver round 6", "GRAFT to A", "PRUNE to S"}
+		if threshold == 0 {
+			want = []string{"deliver round 6"} // A announced it: no IHAVE back
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("threshold %d: %q, want %q", threshold, got, want)
+		}
+		if threshold == 3 && (!slices.Equal(c.Eager(), []peer.ID{a}) || !slices.Equal(c.Lazy(), []peer.ID{s})) {
+			t.Fatalf("eager %v lazy %v after the swap", c.Eager(), c.Lazy())
+		}
 	}
 }
