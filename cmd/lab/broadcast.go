@@ -29,6 +29,7 @@ import (
 type broadcastProtocol struct {
 	newCore    func(self peer.ID, rng *rand.Rand) (protocols.Core, error)
 	newMessage func() proto.Message
+	oneToMany  bool // built for one origin (or a few): -origins defaults to 1
 }
 
 // broadcastProtocols are the algorithms `lab broadcast -protocol` knows, with their
@@ -45,6 +46,7 @@ var broadcastProtocols = map[string]broadcastProtocol{
 			return dissemination.NewBrisa(self, dissemination.BrisaConfig{}, rng)
 		},
 		newMessage: func() proto.Message { return new(dissemination.BrisaMessage) },
+		oneToMany:  true,
 	},
 	"lpbcast": {
 		newCore: func(self peer.ID, rng *rand.Rand) (protocols.Core, error) {
@@ -57,6 +59,7 @@ var broadcastProtocols = map[string]broadcastProtocol{
 			return dissemination.NewMon(self, dissemination.MonConfig{}, rng)
 		},
 		newMessage: func() proto.Message { return new(dissemination.MonMessage) },
+		oneToMany:  true,
 	},
 }
 
@@ -85,6 +88,7 @@ type broadcastParams struct {
 	drain      time.Duration
 	joinGap    time.Duration
 	notify     bool
+	origins    int
 }
 
 func parseBroadcast(args []string) (broadcastParams, error) {
@@ -102,12 +106,13 @@ func parseBroadcast(args []string) (broadcastParams, error) {
 	gap := fs.Duration("gap", time.Second, "virtual time between two broadcasts")
 	drain := fs.Duration("drain", 10*time.Second, "virtual time run after the last broadcast for late deliveries")
 	joinGap := fs.Duration("join-gap", 10*time.Millisecond, "virtual time between two joins")
+	origins := fs.Int("origins", 0, "distinct origins taking turns (a crashed one is replaced by a live node); 0: 1 for the one-to-many protocols (brisa, mon), a random live node per broadcast for the others")
 	notify := fs.Bool("notify-crash", true, "a crashed node's connections close, so the membership hears of it from the network as in the runtime; false: only by sending to it, as in the HyParView paper")
 	if err := fs.Parse(args); err != nil {
 		return broadcastParams{}, err
 	}
 	p := broadcastParams{n: *n, fail: *fail, loss: *loss, msgs: *msgs, membership: strings.TrimSpace(*memb), seed: *seed,
-		latency: *latency, warmup: *warmup, warmupMsgs: *warmupMsgs, gap: *gap, drain: *drain, joinGap: *joinGap, notify: *notify}
+		latency: *latency, warmup: *warmup, warmupMsgs: *warmupMsgs, gap: *gap, drain: *drain, joinGap: *joinGap, notify: *notify, origins: *origins}
 	for _, s := range strings.Split(*protos, ",") {
 		s = strings.TrimSpace(s)
 		if _, ok := broadcastProtocols[s]; !ok {
@@ -152,6 +157,7 @@ type broadcastResult struct {
 
 type broadcastRun struct {
 	Protocol         string            `json:"protocol"`
+	Origins          int               `json:"origins"` // distinct origins taking turns; 0: a random one per broadcast
 	Survivors        int               `json:"survivors"`
 	Aggregate        broadcastAgg      `json:"aggregate"`
 	Broadcasts       []broadcastFig    `json:"broadcasts"`
@@ -384,8 +390,26 @@ func broadcastOnce(p broadcastParams, name string, prog *progress) (broadcastRun
 		b := &dissemination.Broadcast{Origin: []byte(net.ids[origin]), Seq: seq, Payload: []byte(fmt.Sprintf("lab broadcast %d", seq))}
 		_ = s.InputLayer(net.ids[origin], 1, protocols.Call{Req: dissemination.Publish{Broadcast: b}})
 	}
+	// Origins: a fixed few taking turns, or a random live node per broadcast.
+	nOrigins := p.origins
+	if nOrigins == 0 && broadcastProtocols[name].oneToMany {
+		nOrigins = 1
+	}
+	var pool []int
+	pick := func(k int) int {
+		if nOrigins == 0 {
+			return live[rng.IntN(len(live))]
+		}
+		pool = slices.DeleteFunc(pool, func(i int) bool { return !alive[i] })
+		for len(pool) < min(nOrigins, len(live)) {
+			if c := live[rng.IntN(len(live))]; !slices.Contains(pool, c) {
+				pool = append(pool, c)
+			}
+		}
+		return pool[k%len(pool)]
+	}
 	for k := 0; k < p.warmupMsgs; k++ {
-		publish(live[rng.IntN(len(live))])
+		publish(pick(k))
 		s.RunFor(p.gap)
 	}
 
@@ -395,13 +419,13 @@ func broadcastOnce(p broadcastParams, name string, prog *progress) (broadcastRun
 		s.Crash(net.ids[i])
 	}
 	live = liveNodes()
-	r := broadcastRun{Protocol: name, Survivors: len(live)}
+	r := broadcastRun{Protocol: name, Origins: nOrigins, Survivors: len(live)}
 
-	// The measured broadcasts, one per gap from random live origins.
+	// The measured broadcasts, one per gap.
 	t.firstSeq = seq + 1
 	t.tracks = make([]*simBroadcast, p.msgs)
 	for k := 0; k < p.msgs; k++ {
-		origin := live[rng.IntN(len(live))]
+		origin := pick(k)
 		t.tracks[k] = &simBroadcast{origin: origin, at: s.Now(), got: make([]uint8, p.n)}
 		t.cur = k
 		publish(origin)
