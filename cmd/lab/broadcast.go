@@ -198,6 +198,9 @@ type broadcastFig struct {
 }
 
 func runBroadcast(args []string, prog *progress) (any, []plotSpec, error) {
+	if isMocknet(args) {
+		return runBroadcastMocknet(args, prog)
+	}
 	p, err := parseBroadcast(args)
 	if err != nil {
 		return nil, nil, err
