@@ -369,11 +369,14 @@ func (x *Announcement) GetRound() uint32 {
 	return 0
 }
 
-// Plumtree: make the sender's link an eager one and send the broadcast id if it lacks it.
+// Plumtree: make the sender's link an eager one (in the shared tree and in the tree of
+// the broadcast's origin), and send the broadcast id if it lacks it. Without id (the
+// optimisation), origin names the tree and only that tree changes.
 type Graft struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            []byte                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Round         uint32                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	Origin        []byte                 `protobuf:"bytes,3,opt,name=origin,proto3" json:"origin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -422,9 +425,19 @@ func (x *Graft) GetRound() uint32 {
 	return 0
 }
 
-// Plumtree: make the sender's link a lazy one.
+func (x *Graft) GetOrigin() []byte {
+	if x != nil {
+		return x.Origin
+	}
+	return nil
+}
+
+// Plumtree: make the sender's link a lazy one in origin's tree, and in the shared tree
+// unless optimise is set (the optimisation changes one origin's tree only).
 type Prune struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Origin        []byte                 `protobuf:"bytes,1,opt,name=origin,proto3" json:"origin,omitempty"`
+	Optimise      bool                   `protobuf:"varint,2,opt,name=optimise,proto3" json:"optimise,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -459,6 +472,20 @@ func (*Prune) Descriptor() ([]byte, []int) {
 	return file_dissemination_proto_rawDescGZIP(), []int{6}
 }
 
+func (x *Prune) GetOrigin() []byte {
+	if x != nil {
+		return x.Origin
+	}
+	return nil
+}
+
+func (x *Prune) GetOptimise() bool {
+	if x != nil {
+		return x.Optimise
+	}
+	return false
+}
+
 var File_dissemination_proto protoreflect.FileDescriptor
 
 const file_dissemination_proto_rawDesc = "" +
@@ -483,11 +510,14 @@ const file_dissemination_proto_rawDesc = "" +
 	"\rannouncements\x18\x01 \x03(\v2#.unsserv.dissemination.AnnouncementR\rannouncements\"4\n" +
 	"\fAnnouncement\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x14\n" +
-	"\x05round\x18\x02 \x01(\rR\x05round\"-\n" +
+	"\x05round\x18\x02 \x01(\rR\x05round\"E\n" +
 	"\x05Graft\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x14\n" +
-	"\x05round\x18\x02 \x01(\rR\x05round\"\a\n" +
-	"\x05PruneB7Z5github.com/unsserv/go-unsserv/protocols/disseminationb\x06proto3"
+	"\x05round\x18\x02 \x01(\rR\x05round\x12\x16\n" +
+	"\x06origin\x18\x03 \x01(\fR\x06origin\";\n" +
+	"\x05Prune\x12\x16\n" +
+	"\x06origin\x18\x01 \x01(\fR\x06origin\x12\x1a\n" +
+	"\boptimise\x18\x02 \x01(\bR\boptimiseB7Z5github.com/unsserv/go-unsserv/protocols/disseminationb\x06proto3"
 
 var (
 	file_dissemination_proto_rawDescOnce sync.Once

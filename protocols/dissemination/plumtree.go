@@ -18,13 +18,21 @@ import (
 // node forwards every broadcast in full, and lazy peers, to which it only announces the
 // broadcast's id (IHAVE). Initially every neighbour is eager; a node that receives a
 // broadcast it already has prunes the link it came by (PRUNE makes both ends lazy), so
-// the eager links settle into a spanning tree. When a node hears of a broadcast by IHAVE
+// the eager links settle into a spanning tree, one per origin (see the deviations). When a node hears of a broadcast by IHAVE
 // and the broadcast itself does not follow within a timeout, it asks the announcer for it
 // with GRAFT, which makes that link eager again: the tree repairs itself where links or
 // nodes fail. The optimisation of the paper replaces a tree link when a lazy link offers
-// a path shorter by at least Threshold hops (off by default, see PlumtreeConfig).
+// a path shorter by at least Threshold hops.
 //
 // Deviations (see docs/dissemination.md):
+//   - A tree per origin beside the paper's shared one. The shared tree evolves exactly as
+//     in the paper (prune on duplicates, eager on receipt and GRAFT) but without the
+//     optimisation; each origin's broadcasts follow a tree of their own (at most Trees
+//     origins, the least recently used forgotten) that starts as a copy of the shared
+//     tree, sees the same prunes and grafts for that origin, and is the only one the
+//     optimisation changes. With one shared tree the optimisation, applied for one
+//     origin, lengthens another's paths and the tree never settles; per origin it
+//     converges, and a new origin still costs no flood. PRUNE and GRAFT name the origin.
 //   - IHAVE announcements due to one peer in one step are sent as one message.
 //   - Every cache is bounded: the ids of broadcasts received (Seen, oldest forgotten
 //     first), the broadcasts kept to answer GRAFTs (Cache), and the missing ids waited for
@@ -38,7 +46,10 @@ type Plumtree struct {
 	rng    *rand.Rand
 	selfID peer.ID
 
-	eager, lazy []peer.ID
+	neigh  []peer.ID          // the membership's neighbours
+	shared ptTree             // the paper's tree, template of new origins' trees
+	trees  map[string]*ptTree // by origin
+	uses  uint64             // clock of tree uses, for forgetting the least recent
 
 	seen     map[string]seenEntry
 	seenFIFO []string
@@ -53,6 +64,12 @@ type Plumtree struct {
 
 	left bool
 	out  []protocols.Output
+}
+
+// ptTree is one origin's split of the neighbours into eager and lazy peers.
+type ptTree struct {
+	eager, lazy []peer.ID
+	used        uint64
 }
 
 type seenEntry struct {
@@ -80,12 +97,10 @@ type PlumtreeConfig struct {
 	// GraftTimeout is how long to wait after a GRAFT before trying the next announcer
 	// (the paper's timeout2); 0 means 500 ms.
 	GraftTimeout time.Duration
-	// Threshold switches on the paper's optimisation: a broadcast received by eager
-	// push that an announcer had offered over a path shorter by at least Threshold hops
-	// makes that announcer's link a tree link and the sender's a lazy one. 0 (the
-	// default) leaves it off: with broadcasts from many origins over one shared tree, a
-	// swap that shortens one origin's paths lengthens another's, and the tree never
-	// settles (see docs/dissemination.md). Use it with a single origin, e.g. 3.
+	// Threshold is the hop gain that makes the paper's optimisation act: a broadcast
+	// received by eager push that an announcer had offered over a path shorter by at
+	// least Threshold hops makes that announcer's link a tree link and the sender's a
+	// lazy one, in the origin's tree only. 0 means 1; negative switches it off.
 	Threshold int
 	// Seen bounds the ids of received broadcasts remembered; 0 means 65,536.
 	Seen int
@@ -96,6 +111,9 @@ type PlumtreeConfig struct {
 	// MaxGrafts bounds the GRAFTs sent for one missing broadcast, going round its
 	// announcers (at most 8); 0 means 8.
 	MaxGrafts int
+	// Trees bounds the origins whose trees are kept (least recently used forgotten
+	// first); 0 means 1,024. A tree costs a few peer IDs per neighbour.
+	Trees int
 }
 
 // WithDefaults returns the config with every zero field set to its default.
@@ -118,6 +136,12 @@ func (c PlumtreeConfig) WithDefaults() PlumtreeConfig {
 	if c.MaxGrafts == 0 {
 		c.MaxGrafts = 8
 	}
+	if c.Trees == 0 {
+		c.Trees = 1024
+	}
+	if c.Threshold == 0 {
+		c.Threshold = 1
+	}
 	return c
 }
 
@@ -128,8 +152,8 @@ func (c PlumtreeConfig) Validate() error {
 		return &protocols.ConfigError{Field: "PlumtreeConfig.IHaveTimeout", Reason: "must not be negative"}
 	case c.GraftTimeout < 0:
 		return &protocols.ConfigError{Field: "PlumtreeConfig.GraftTimeout", Reason: "must not be negative"}
-	case c.Seen < 0, c.Cache < 0, c.Missing < 0, c.MaxGrafts < 0:
-		return &protocols.ConfigError{Field: "PlumtreeConfig.Seen/Cache/Missing/MaxGrafts", Reason: "must not be negative"}
+	case c.Seen < 0, c.Cache < 0, c.Missing < 0, c.MaxGrafts < 0, c.Trees < 0:
+		return &protocols.ConfigError{Field: "PlumtreeConfig.Seen/Cache/Missing/MaxGrafts/Trees", Reason: "must not be negative"}
 	}
 	if d := c.WithDefaults(); d.Cache > d.Seen {
 		return &protocols.ConfigError{Field: "PlumtreeConfig.Cache", Reason: "must not exceed Seen"}
@@ -154,16 +178,50 @@ func NewPlumtree(self peer.ID, cfg PlumtreeConfig, rng *rand.Rand) (*Plumtree, e
 	}
 	return &Plumtree{
 		cfg: cfg.WithDefaults(), rng: rng, selfID: self,
-		seen: map[string]seenEntry{}, cache: map[string]*Broadcast{},
+		trees: map[string]*ptTree{},
+		seen:  map[string]seenEntry{}, cache: map[string]*Broadcast{},
 		missing: map[string]*missingEntry{}, ihave: map[peer.ID][]*Announcement{},
 	}, nil
 }
 
-// Eager returns the eager push peers (the tree links), Lazy the lazy ones.
-func (p *Plumtree) Eager() []peer.ID { return slices.Clone(p.eager) }
+// Eager returns the eager push peers (the tree links) of origin's tree, or of the
+// shared tree for an origin the node keeps no tree of (or "").
+func (p *Plumtree) Eager(origin peer.ID) []peer.ID {
+	if t, ok := p.trees[string(origin)]; ok {
+		return slices.Clone(t.eager)
+	}
+	return slices.Clone(p.shared.eager)
+}
 
-// Lazy returns the lazy push peers.
-func (p *Plumtree) Lazy() []peer.ID { return slices.Clone(p.lazy) }
+// Lazy returns the lazy push peers of origin's tree (or of the shared tree).
+func (p *Plumtree) Lazy(origin peer.ID) []peer.ID {
+	if t, ok := p.trees[string(origin)]; ok {
+		return slices.Clone(t.lazy)
+	}
+	return slices.Clone(p.shared.lazy)
+}
+
+// tree returns origin's tree, starting it with every neighbour eager.
+func (p *Plumtree) tree(origin string) *ptTree {
+	p.uses++
+	t, ok := p.trees[origin]
+	if !ok {
+		if len(p.trees) >= p.cfg.Trees {
+			var oldest string
+			var min uint64
+			for o, x := range p.trees {
+				if oldest == "" || x.used < min || (x.used == min && o < oldest) {
+					oldest, min = o, x.used
+				}
+			}
+			delete(p.trees, oldest)
+		}
+		t = &ptTree{eager: slices.Clone(p.shared.eager), lazy: slices.Clone(p.shared.lazy)}
+		p.trees[origin] = t
+	}
+	t.used = p.uses
+	return t
+}
 
 // Handle implements protocols.Core.
 func (p *Plumtree) Handle(now time.Time, in protocols.Input) []protocols.Output {
@@ -203,24 +261,44 @@ func (p *Plumtree) send(to peer.ID, m *Message) {
 	p.out = append(p.out, protocols.Send{To: to, Msg: m})
 }
 
-// neighbours applies the membership's new neighbour set: newcomers are eager (the
-// paper's NeighborUp), those gone are forgotten (NeighborDown).
+// neighbours applies the membership's new neighbour set: newcomers are eager in every
+// tree (the paper's NeighborUp), those gone are forgotten (NeighborDown).
 func (p *Plumtree) neighbours(peers []peer.ID) {
-	for _, q := range slices.Concat(p.eager, p.lazy) {
+	for _, q := range slices.Clone(p.neigh) {
 		if !slices.Contains(peers, q) {
 			p.neighborDown(q)
 		}
 	}
 	for _, q := range peers {
-		if q != p.selfID && !slices.Contains(p.eager, q) && !slices.Contains(p.lazy, q) {
-			p.eager = append(p.eager, q)
+		if q != p.selfID && q != "" && !slices.Contains(p.neigh, q) {
+			p.neigh = append(p.neigh, q)
+			p.shared.eager = append(p.shared.eager, q)
+			for _, o := range p.treeOrigins() {
+				t := p.trees[o]
+				t.eager = append(t.eager, q)
+			}
 		}
 	}
 }
 
+// treeOrigins returns the origins of the trees kept, sorted (a deterministic order).
+func (p *Plumtree) treeOrigins() []string {
+	os := make([]string, 0, len(p.trees))
+	for o := range p.trees {
+		os = append(os, o)
+	}
+	slices.Sort(os)
+	return os
+}
+
 func (p *Plumtree) neighborDown(q peer.ID) {
-	p.eager = remove(p.eager, q)
-	p.lazy = remove(p.lazy, q)
+	p.neigh = remove(p.neigh, q)
+	p.shared.eager = remove(p.shared.eager, q)
+	p.shared.lazy = remove(p.shared.lazy, q)
+	for _, t := range p.trees {
+		t.eager = remove(t.eager, q)
+		t.lazy = remove(t.lazy, q)
+	}
 	for _, id := range p.missingFIFO {
 		e := p.missing[id]
 		e.anns = slices.DeleteFunc(e.anns, func(a announcement) bool { return a.from == q })
@@ -237,8 +315,9 @@ func (p *Plumtree) publish(b *Broadcast) {
 		return
 	}
 	p.remember(id, b, seenEntry{})
-	p.eagerPush(b, 0, "")
-	p.lazyPush(id, 0, "", nil)
+	t := p.tree(string(b.GetOrigin()))
+	p.eagerPush(t, b, 0, "")
+	p.lazyPush(t, id, 0, "", nil)
 }
 
 func (p *Plumtree) receive(from peer.ID, m *Message) {
@@ -252,7 +331,12 @@ func (p *Plumtree) receive(from peer.ID, m *Message) {
 	case *Message_Graft:
 		p.onGraft(from, b.Graft)
 	case *Message_Prune:
-		p.moveToLazy(from)
+		if o := b.Prune.GetOrigin(); validOrigin(o) {
+			p.tree(string(o)).moveToLazy(from)
+			if !b.Prune.GetOptimise() {
+				p.shared.moveToLazy(from)
+			}
+		}
 	}
 }
 
@@ -263,10 +347,15 @@ func (p *Plumtree) onGossip(from peer.ID, g *Gossip) {
 	}
 	id := BroadcastID(b)
 	key := string(id)
+	if !validOrigin(b.GetOrigin()) {
+		return
+	}
+	t := p.tree(string(b.GetOrigin()))
 	if _, dup := p.seen[key]; dup {
 		// A second copy: the link it came by is redundant.
-		p.moveToLazy(from)
-		p.send(from, &Message{Body: &Message_Prune{Prune: &Prune{}}})
+		t.moveToLazy(from)
+		p.shared.moveToLazy(from)
+		p.send(from, &Message{Body: &Message_Prune{Prune: &Prune{Origin: b.GetOrigin()}}})
 		return
 	}
 	round := g.GetRound()
@@ -278,11 +367,12 @@ func (p *Plumtree) onGossip(from peer.ID, g *Gossip) {
 		announcers = e.anns
 		p.forgetMissing(key)
 	}
-	p.eagerPush(b, round+1, from)
-	p.lazyPush(id, round+1, from, announcers)
-	p.moveToEager(from)
+	p.eagerPush(t, b, round+1, from)
+	p.lazyPush(t, id, round+1, from, announcers)
+	t.moveToEager(from)
+	p.shared.moveToEager(from)
 	if waiting {
-		p.optimise(e, round, from)
+		p.optimise(t, b.GetOrigin(), e, round, from)
 	}
 }
 
@@ -324,7 +414,8 @@ func (p *Plumtree) missingTimer(key string) {
 	a := e.anns[e.grafts%len(e.anns)]
 	e.grafts++
 	p.out = append(p.out, protocols.SetTimer{Timer: protocols.Timer{Kind: timerMissing, Key: key}, After: p.cfg.GraftTimeout})
-	p.moveToEager(a.from)
+	// The origin is not known until the broadcast comes; its arrival from a.from makes
+	// that link eager in the origin's tree.
 	p.send(a.from, &Message{Body: &Message_Graft{Graft: &Graft{Id: []byte(key), Round: a.round}}})
 }
 
@@ -332,7 +423,7 @@ func (p *Plumtree) missingTimer(key string) {
 // round hops when it was also announced: if an announcer offered a path shorter by
 // Threshold hops or more, its link becomes a tree link (GRAFT without id) and the
 // sender's a lazy one (PRUNE).
-func (p *Plumtree) optimise(e *missingEntry, round uint32, sender peer.ID) {
+func (p *Plumtree) optimise(t *ptTree, origin []byte, e *missingEntry, round uint32, sender peer.ID) {
 	if p.cfg.Threshold <= 0 {
 		return
 	}
@@ -346,22 +437,33 @@ func (p *Plumtree) optimise(e *missingEntry, round uint32, sender peer.ID) {
 		return
 	}
 	a := e.anns[best]
-	p.moveToEager(a.from)
-	p.send(a.from, &Message{Body: &Message_Graft{Graft: &Graft{Round: a.round}}})
-	p.moveToLazy(sender)
-	p.send(sender, &Message{Body: &Message_Prune{Prune: &Prune{}}})
+	t.moveToEager(a.from)
+	p.send(a.from, &Message{Body: &Message_Graft{Graft: &Graft{Round: a.round, Origin: origin}}})
+	t.moveToLazy(sender)
+	p.send(sender, &Message{Body: &Message_Prune{Prune: &Prune{Origin: origin, Optimise: true}}})
 }
 
 func (p *Plumtree) onGraft(from peer.ID, g *Graft) {
-	p.moveToEager(from)
 	if b, ok := p.cache[string(g.GetId())]; ok {
+		p.tree(string(b.GetOrigin())).moveToEager(from)
+		p.shared.moveToEager(from)
 		round := p.seen[string(g.GetId())].round
 		p.send(from, &Message{Body: &Message_Gossip{Gossip: &Gossip{Broadcast: b, Round: round + 1}}})
+		return
+	}
+	if o := g.GetOrigin(); validOrigin(o) {
+		p.tree(string(o)).moveToEager(from)
 	}
 }
 
-func (p *Plumtree) eagerPush(b *Broadcast, round uint32, except peer.ID) {
-	for _, q := range p.eager {
+// validOrigin reports whether o is a peer ID, so that a tree is kept for it.
+func validOrigin(o []byte) bool {
+	_, err := peer.IDFromBytes(o)
+	return err == nil
+}
+
+func (p *Plumtree) eagerPush(t *ptTree, b *Broadcast, round uint32, except peer.ID) {
+	for _, q := range t.eager {
 		if q != except {
 			p.send(q, &Message{Body: &Message_Gossip{Gossip: &Gossip{Broadcast: b, Round: round}}})
 		}
@@ -369,8 +471,8 @@ func (p *Plumtree) eagerPush(b *Broadcast, round uint32, except peer.ID) {
 }
 
 // lazyPush announces id to the lazy peers but except and those that announced it.
-func (p *Plumtree) lazyPush(id []byte, round uint32, except peer.ID, announcers []announcement) {
-	for _, q := range p.lazy {
+func (p *Plumtree) lazyPush(t *ptTree, id []byte, round uint32, except peer.ID, announcers []announcement) {
+	for _, q := range t.lazy {
 		if q == except || slices.ContainsFunc(announcers, func(a announcement) bool { return a.from == q }) {
 			continue
 		}
@@ -389,19 +491,19 @@ func (p *Plumtree) flushIHave() {
 	p.order = p.order[:0]
 }
 
-// moveToEager and moveToLazy change a neighbour's kind; peers that are not neighbours
-// (any more) are left alone.
-func (p *Plumtree) moveToEager(q peer.ID) {
-	if i := slices.Index(p.lazy, q); i >= 0 {
-		p.lazy = slices.Delete(p.lazy, i, i+1)
-		p.eager = append(p.eager, q)
+// moveToEager and moveToLazy change a neighbour's kind in a tree; peers that are not
+// neighbours (any more) are left alone.
+func (t *ptTree) moveToEager(q peer.ID) {
+	if i := slices.Index(t.lazy, q); i >= 0 {
+		t.lazy = slices.Delete(t.lazy, i, i+1)
+		t.eager = append(t.eager, q)
 	}
 }
 
-func (p *Plumtree) moveToLazy(q peer.ID) {
-	if i := slices.Index(p.eager, q); i >= 0 {
-		p.eager = slices.Delete(p.eager, i, i+1)
-		p.lazy = append(p.lazy, q)
+func (t *ptTree) moveToLazy(q peer.ID) {
+	if i := slices.Index(t.eager, q); i >= 0 {
+		t.eager = slices.Delete(t.eager, i, i+1)
+		t.lazy = append(t.lazy, q)
 	}
 }
 

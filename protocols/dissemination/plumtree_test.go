@@ -50,7 +50,7 @@ func TestPlumtreeDeliversOnceAndBuildsATree(t *testing.T) {
 	}
 	eager := 0
 	for _, c := range net.cores {
-		eager += len(c.(*dissemination.Plumtree).Eager())
+		eager += len(c.(*dissemination.Plumtree).Eager(""))
 	}
 	if eager/2 < n-1 || eager/2 > n+10 {
 		t.Fatalf("%d eager links for %d nodes, want about a spanning tree (%d)", eager/2, n, n-1)
@@ -127,11 +127,11 @@ func TestPlumtreeSameSeedSameTrace(t *testing.T) {
 // received from S over 5 makes A's link a tree link (GRAFT without id) and S's lazy
 // (PRUNE). Off by default: the same inputs only deliver.
 func TestPlumtreeOptimisation(t *testing.T) {
-	ids, _ := sim.PeerIDs(11, 3)
-	a, s := ids[1], ids[2]
-	b := &dissemination.Broadcast{Origin: []byte("o"), Seq: 1, Payload: []byte("x")}
+	ids, _ := sim.PeerIDs(11, 4)
+	a, s, o := ids[1], ids[2], ids[3]
+	b := &dissemination.Broadcast{Origin: []byte(o), Seq: 1, Payload: []byte("x")}
 	id := dissemination.BroadcastID(b)
-	for _, threshold := range []int{3, 0} {
+	for _, threshold := range []int{3, -1} {
 		c, err := dissemination.NewPlumtree(ids[0], dissemination.PlumtreeConfig{Threshold: threshold}, rand.New(rand.NewPCG(1, 1)))
 		if err != nil {
 			t.Fatal(err)
@@ -139,7 +139,7 @@ func TestPlumtreeOptimisation(t *testing.T) {
 		t0 := sim.Epoch
 		c.Handle(t0, protocols.Neighbours{Peers: []peer.ID{a, s}})
 		// A is lazy (it pruned us); S is eager.
-		c.Handle(t0, protocols.Receive{From: a, Msg: &dissemination.Message{Body: &dissemination.Message_Prune{Prune: &dissemination.Prune{}}}})
+		c.Handle(t0, protocols.Receive{From: a, Msg: &dissemination.Message{Body: &dissemination.Message_Prune{Prune: &dissemination.Prune{Origin: []byte(o)}}}})
 		c.Handle(t0, protocols.Receive{From: a, Msg: &dissemination.Message{Body: &dissemination.Message_Ihave{Ihave: &dissemination.IHave{
 			Announcements: []*dissemination.Announcement{{Id: id, Round: 1}}}}}})
 		out := c.Handle(t0.Add(10*time.Millisecond), protocols.Receive{From: s, Msg: &dissemination.Message{Body: &dissemination.Message_Gossip{Gossip: &dissemination.Gossip{Broadcast: b, Round: 5}}}})
@@ -157,14 +157,18 @@ func TestPlumtreeOptimisation(t *testing.T) {
 			}
 		}
 		want := []string{"deliver round 6", "GRAFT to A", "PRUNE to S"}
-		if threshold == 0 {
+		if threshold < 0 {
 			want = []string{"deliver round 6"} // A announced it: no IHAVE back
 		}
 		if !slices.Equal(got, want) {
 			t.Fatalf("threshold %d: %q, want %q", threshold, got, want)
 		}
-		if threshold == 3 && (!slices.Equal(c.Eager(), []peer.ID{a}) || !slices.Equal(c.Lazy(), []peer.ID{s})) {
-			t.Fatalf("eager %v lazy %v after the swap", c.Eager(), c.Lazy())
+		if threshold == 3 && (!slices.Equal(c.Eager(o), []peer.ID{a}) || !slices.Equal(c.Lazy(o), []peer.ID{s})) {
+			t.Fatalf("eager %v lazy %v after the swap", c.Eager(o), c.Lazy(o))
+		}
+		// The shared tree is not changed by the optimisation.
+		if threshold == 3 && (!slices.Equal(c.Eager(""), []peer.ID{s}) || !slices.Equal(c.Lazy(""), []peer.ID{a})) {
+			t.Fatalf("shared tree: eager %v lazy %v", c.Eager(""), c.Lazy(""))
 		}
 	}
 }
