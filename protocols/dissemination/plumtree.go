@@ -49,7 +49,7 @@ type Plumtree struct {
 	neigh  []peer.ID          // the membership's neighbours
 	shared ptTree             // the paper's tree, template of new origins' trees
 	trees  map[string]*ptTree // by origin
-	uses  uint64             // clock of tree uses, for forgetting the least recent
+	uses   uint64             // clock of tree uses, for forgetting the least recent
 
 	seen     map[string]seenEntry
 	seenFIFO []string
