@@ -98,6 +98,8 @@ type options struct {
 	seed       *uint64
 
 	dissemination disseminationOptions
+	aggregation   aggregationOptions
+	sampling      samplingOptions
 }
 
 func buildOptions(opts []Option) (*options, error) {

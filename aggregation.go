@@ -1,0 +1,4 @@
+package unsserv
+
+// aggregationOptions holds the options of NewAggregation (to come).
+type aggregationOptions struct{}
