@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 
 	logging "github.com/ipfs/go-log/v2"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/event"
 	p2phost "github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -334,8 +336,14 @@ func NewDissemination(ctx context.Context, o Overlay, id string, handler func([]
 	if err != nil {
 		return nil, fmt.Errorf("new dissemination %s: %w", id, err)
 	}
-	di.wg.Add(1)
+	protoSub, err := h.EventBus().Subscribe(new(event.EvtPeerProtocolsUpdated))
+	if err != nil {
+		_ = di.svc.Close(context.Background())
+		return nil, fmt.Errorf("new dissemination %s: %w", id, err)
+	}
+	di.wg.Add(2)
 	go di.deliver()
+	go di.resync(protoSub)
 	// Neighbour changes reach the core in order: each update reads the overlay's
 	// current set under nmu.
 	di.stopNeigh = o.OnNeighboursChanged(func([]Node) { di.updateNeighbours(context.Background()) })
@@ -364,6 +372,44 @@ func (di *Dissemination) updateNeighbours(ctx context.Context) error {
 		ids[i] = n.ID
 	}
 	return di.svc.Post(ctx, protocols.Neighbours{Peers: ids})
+}
+
+// resyncPeriod is how often the core is given the overlay's neighbours even when they
+// did not change.
+const resyncPeriod = 10 * time.Second
+
+// resync hands the core the overlay's neighbours again when a neighbour starts running
+// this service, and every resyncPeriod: the runtime reports a neighbour whose service
+// could not be reached (it had not started it yet, or a stream broke) as down, and the
+// core drops it until the overlay's neighbours change; this brings it back.
+func (di *Dissemination) resync(sub event.Subscription) {
+	defer di.wg.Done()
+	defer sub.Close()
+	pid := DisseminationProtocol(di.id)
+	tick := time.NewTicker(resyncPeriod)
+	defer tick.Stop()
+	for {
+		select {
+		case <-di.stop:
+			return
+		case <-tick.C:
+			_ = di.updateNeighbours(context.Background())
+		case ev, ok := <-sub.Out():
+			if !ok {
+				return
+			}
+			e := ev.(event.EvtPeerProtocolsUpdated)
+			if !slices.Contains(e.Added, pid) {
+				continue
+			}
+			for _, n := range di.o.Neighbours() {
+				if n.ID == e.Peer {
+					_ = di.updateNeighbours(context.Background())
+					break
+				}
+			}
+		}
+	}
 }
 
 // check runs on stream reader goroutines: it verifies every broadcast a message carries.

@@ -403,3 +403,65 @@ func TestDisseminationOptionErrors(t *testing.T) {
 		t.Fatalf("broadcast after Leave: %v, want ErrClosed", err)
 	}
 }
+
+// TestLateServiceStartIsPickedUp: a neighbour that starts the service after this node
+// sent to it (the send failed: "protocols not supported", and the core dropped the
+// neighbour) gets the broadcasts made once it runs the service.
+func TestLateServiceStartIsPickedUp(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	mn, err := mocknet.FullMeshLinked(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mn.Close()
+	hs := mn.Hosts()
+	a, _ := JoinNetwork(ctx, hs[0], "late.net")
+	defer a.Leave()
+	b, err := JoinNetwork(ctx, hs[1], "late.net", Bootstrap(peer.AddrInfo{ID: hs[0].ID()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Leave()
+	for _, m := range []*Membership{a, b} {
+		if err := m.WaitReady(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	da, err := NewDissemination(ctx, a, "late", func([]byte) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer da.Leave()
+	if err := da.Broadcast(ctx, []byte("too early")); err != nil {
+		t.Fatal(err)
+	}
+	// The send to b fails (b does not run the service): wait until it is counted.
+	for da.Stats().Service.Dropped == 0 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	got := make(chan []byte, 10)
+	db, err := NewDissemination(ctx, b, "late", func(p []byte) { got <- p })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Leave()
+	// a learns that b now runs the service (identify push) and gives the core its
+	// neighbours again; broadcasts reach b well before the periodic resync.
+	deadline := time.After(resyncPeriod / 2)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for k := 0; ; k++ {
+		select {
+		case p := <-got:
+			if string(p) == "too early" {
+				t.Fatal("the broadcast made before b ran the service arrived")
+			}
+			return
+		case <-tick.C:
+			_ = da.Broadcast(ctx, []byte(fmt.Sprintf("later %d", k)))
+		case <-deadline:
+			t.Fatal("b never got a broadcast after starting the service")
+		}
+	}
+}

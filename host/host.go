@@ -27,6 +27,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -60,6 +61,7 @@ type config struct {
 	peerSource   autorelay.PeerSource
 	relayService bool
 	relayOpts    []relay.Option
+	holePunch    []holepunch.Option
 	metrics      bool
 	registerer   prometheus.Registerer
 	extra        []libp2p.Option
@@ -159,6 +161,15 @@ func RelayService(opts ...relay.Option) Option {
 	return func(c *config) error {
 		c.relayService = true
 		c.relayOpts = append(c.relayOpts, opts...)
+		return nil
+	}
+}
+
+// HolePunching passes options (a tracer, for example) to the hole punching service that
+// NAT traversal switches on.
+func HolePunching(opts ...holepunch.Option) Option {
+	return func(c *config) error {
+		c.holePunch = append(c.holePunch, opts...)
 		return nil
 	}
 }
@@ -283,7 +294,7 @@ func New(ctx context.Context, opts ...Option) (p2phost.Host, error) {
 		lopts = append(lopts, libp2p.PrometheusRegisterer(c.registerer))
 	}
 	if c.nat {
-		lopts = append(lopts, libp2p.NATPortMap(), libp2p.EnableAutoNATv2(), libp2p.EnableHolePunching())
+		lopts = append(lopts, libp2p.NATPortMap(), libp2p.EnableAutoNATv2(), libp2p.EnableHolePunching(c.holePunch...))
 	}
 	// Relays asked for by name are used even without the rest of NAT traversal.
 	switch {

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	p2phost "github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	unsserv "github.com/unsserv/go-unsserv"
+	"github.com/unsserv/go-unsserv/host"
+)
+
+const tourUsage = `Usage: demo [flags]   (or: demo tour [flags])
+
+The local tour: n real libp2p hosts on 127.0.0.1 (TCP and QUIC) join one network
+through peer0 and each run the broadcast service. Once the overlay has settled (every
+peer has a neighbour, none changed for %v), peer0 broadcasts "hello"; %v later the
+last peer broadcasts "hello again". Every change
+of a peer's neighbours and every broadcast a peer receives is printed:
+  peer3   neighbours: [peer0 peer5 peer6]
+  peer3 got broadcast from peer0: hello
+
+Flags:
+`
+
+// tourAgain is how long after the first broadcast the tour makes the second.
+const tourAgain = 2 * time.Second
+
+// tourQuiet is how long no peer's neighbours may change before the tour calls the
+// overlay settled.
+const tourQuiet = 500 * time.Millisecond
+
+// settling tells when every peer has a neighbour and no neighbours changed for a while.
+type settling struct {
+	mu      sync.Mutex
+	counts  map[string]int
+	last    time.Time
+	changes chan struct{} // signalled at every change
+}
+
+func newSettling() *settling {
+	return &settling{counts: map[string]int{}, changes: make(chan struct{}, 1)}
+}
+
+func (s *settling) changed(name string, count int) {
+	s.mu.Lock()
+	s.counts[name] = count
+	s.last = time.Now()
+	s.mu.Unlock()
+	select {
+	case s.changes <- struct{}{}:
+	default:
+	}
+}
+
+// wait returns once n peers have a neighbour each and none changed for quiet, or
+// with ctx's error.
+func (s *settling) wait(ctx context.Context, n int, quiet time.Duration) error {
+	for {
+		s.mu.Lock()
+		ready := 0
+		for _, c := range s.counts {
+			if c > 0 {
+				ready++
+			}
+		}
+		left := quiet - time.Since(s.last)
+		s.mu.Unlock()
+		if ready >= n && left <= 0 {
+			return nil
+		}
+		if ready < n {
+			left = time.Hour // wait for a change
+		}
+		t := time.NewTimer(left)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-s.changes:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// tourPeer is one peer of the tour.
+type tourPeer struct {
+	name string
+	h    p2phost.Host
+	m    *unsserv.Membership
+	di   *unsserv.Dissemination
+}
+
+// runTour starts n peers on loopback, prints how their neighbours settle and how
+// broadcasts reach them.
+func runTour(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage, "\n")
+		fmt.Fprintf(stderr, tourUsage, tourQuiet, tourAgain)
+		fs.PrintDefaults()
+	}
+	n := fs.Int("n", 8, "number of peers")
+	profileName := fs.String("profile", "stable", "stable (HyParView, Plumtree) or extreme (Newscast, LPBCast)")
+	network := fs.String("network", "demo.network", "network id (and id of the broadcast service)")
+	dur := fs.Duration("for", 0, "stop after this long (0: run until Ctrl-C)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: the tour takes flags only (see demo -h)", fs.Arg(0))
+	}
+	if *n < 2 {
+		return fmt.Errorf("-n %d: the tour needs at least 2 peers", *n)
+	}
+	profile, err := parseProfile(*profileName)
+	if err != nil {
+		return err
+	}
+	if *dur > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *dur)
+		defer cancel()
+	}
+
+	out := newPrinter(stdout)
+	st := newSettling()
+	var peers []*tourPeer
+	defer func() {
+		out.silence() // the goodbyes are not news
+		for _, p := range peers {
+			if p.di != nil {
+				_ = p.di.Leave()
+			}
+		}
+		for _, p := range peers {
+			_ = p.m.Leave()
+			_ = p.h.Close()
+		}
+		out.always("all %d peers left the network and closed their hosts", len(peers))
+	}()
+
+	var namesMu sync.Mutex
+	names := map[peer.ID]string{}
+	nameOf := func(id peer.ID) string {
+		namesMu.Lock()
+		defer namesMu.Unlock()
+		if s, ok := names[id]; ok {
+			return s
+		}
+		return id.ShortString()
+	}
+	out.line("starting %d peers on 127.0.0.1 in network %q (%s profile)", *n, *network, profile)
+	for i := 0; i < *n; i++ {
+		h, err := host.New(ctx,
+			host.ListenAddrs("/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"),
+			host.NoNATTraversal(), host.DisableMetrics())
+		if err != nil {
+			return err
+		}
+		p := &tourPeer{name: fmt.Sprintf("peer%d", i), h: h}
+		namesMu.Lock()
+		names[h.ID()] = p.name
+		namesMu.Unlock()
+
+		opts := []unsserv.Option{profile}
+		if i > 0 {
+			// Join through the first peer, by the multiaddr another machine would use.
+			opts = append(opts, unsserv.Bootstrap(hostAddrs(peers[0].h)[0]))
+		}
+		if p.m, err = unsserv.JoinNetwork(ctx, h, *network, opts...); err != nil {
+			_ = h.Close()
+			return err
+		}
+		peers = append(peers, p)
+		p.di, err = unsserv.NewDissemination(ctx, p.m, *network, nil, unsserv.OnBroadcast(func(b unsserv.Broadcast) {
+			out.line("%s got broadcast from %s: %s", p.name, nameOf(b.From), oneLine(string(b.Data)))
+		}))
+		if err != nil {
+			return err
+		}
+		// Registered after the dissemination service's own handler, so when this
+		// runs, the broadcast core has been handed the same neighbours.
+		p.m.OnNeighboursChanged(func(ns []unsserv.Node) {
+			list := make([]string, len(ns))
+			for j, nb := range ns {
+				list[j] = nameOf(nb.ID)
+			}
+			slices.Sort(list)
+			out.line("%-7s neighbours: [%s]", p.name, strings.Join(list, " "))
+			st.changed(p.name, len(ns))
+		})
+		if i == 0 {
+			out.line("%s listens on %s", p.name, hostAddrs(h)[0])
+		}
+	}
+	out.line("all peers joined; Ctrl-C to stop")
+
+	// Broadcast once the overlay has settled (a broadcast core told of a neighbour only
+	// later does not send it what went before), and once more a little later.
+	if err := st.wait(ctx, *n, tourQuiet); err != nil {
+		out.line("stopping")
+		return nil
+	}
+	out.line("the overlay has settled: every peer has neighbours, none changed for %v", tourQuiet)
+	tourBroadcast(ctx, out, peers[0], "hello")
+	select {
+	case <-ctx.Done():
+	case <-time.After(tourAgain):
+		tourBroadcast(ctx, out, peers[len(peers)-1], "hello again")
+	}
+	<-ctx.Done()
+	out.line("stopping")
+	return nil
+}
+
+func tourBroadcast(ctx context.Context, out *printer, p *tourPeer, text string) {
+	out.line("%s broadcasts: %s", p.name, text)
+	if err := p.di.Broadcast(ctx, []byte(text)); err != nil && ctx.Err() == nil {
+		out.line("%s could not broadcast: %v", p.name, err)
+	}
+}
