@@ -78,8 +78,14 @@ func startNode(ctx context.Context, cfg nodeConfig, out *printer) (_ *node, err 
 	if cfg.keyFile != "" {
 		hopts = append(hopts, host.KeyFile(cfg.keyFile))
 	}
+	// Relays: the ones named with -relay, or else the members of the overlay that
+	// offer the relay service (auto-relay asks the overlay for candidates).
+	var relaySource *unsserv.RelaySource
 	if len(cfg.relays) > 0 {
 		hopts = append(hopts, host.Relays(cfg.relays...))
+	} else {
+		relaySource = unsserv.NewRelaySource()
+		hopts = append(hopts, host.RelayPeerSource(relaySource.PeerSource))
 	}
 	// Hole punching as host.New turns it on, plus a tracer that prints each outcome.
 	hp := []holepunch.Option{holepunch.WithTracer(holepunchTracer{out})}
@@ -133,6 +139,9 @@ func startNode(ctx context.Context, cfg nodeConfig, out *printer) (_ *node, err 
 	cancel()
 	if err != nil {
 		return nil, err
+	}
+	if relaySource != nil {
+		relaySource.Set(n.m)
 	}
 	n.di, err = unsserv.NewDissemination(ctx, n.m, cfg.network, nil, unsserv.OnBroadcast(func(b unsserv.Broadcast) {
 		out.line("broadcast from %s: %s", b.From, oneLine(string(b.Data)))
