@@ -342,13 +342,17 @@ func TestSlowHandlerOverflowReported(t *testing.T) {
 		}
 	}
 	// 1 in the handler, 2 queued, 7 dropped.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for dst.Stats().Overflow < 7 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	close(release)
 	for i := 0; i < 3; i++ {
-		<-handled
+		select {
+		case <-handled:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("only %d broadcasts handled; stats %+v", i, dst.Stats())
+		}
 	}
 	st := dst.Stats()
 	mu.Lock()

@@ -1,0 +1,3 @@
+package aggregation
+
+//go:generate protoc --go_out=. --go_opt=paths=source_relative aggregation.proto
