@@ -1,0 +1,3 @@
+package sampling
+
+//go:generate protoc --go_out=. --go_opt=paths=source_relative sampling.proto
