@@ -15,6 +15,10 @@ const commandsHelp = `Commands (one per line on standard input):
   peers            one line per libp2p connection:
                    conn <peer-id> <remote multiaddr> direct|relayed
   addrs            the addr lines: every full multiaddr others can reach this peer by
+  aggregate        the network-wide aggregates of the local values:
+                   aggregate mean|min|max|count <value> (epoch E, cycle C)
+  set V            set this peer's value (mean, min, max) from the next epoch
+  sample           a peer drawn uniformly at random: sample <peer-id> <addrs...>
   quit             leave the network and exit
   help             this list
 Each command ends with "ok <command>" or "error <command>: <why>".
@@ -71,10 +75,15 @@ func (n *node) command(ctx context.Context, line string) (quit bool) {
 		n.printAddrs(true)
 	case "quit", "exit":
 		return true
+	case "aggregate", "aggregates", "set", "sample":
+		if _, err := n.serviceCommand(ctx, name, rest); err != nil {
+			n.out.line("error %s: %s", name, oneLine(err.Error()))
+			return false
+		}
 	case "help":
 		n.out.lines(strings.Split(strings.TrimRight(commandsHelp, "\n"), "\n"))
 	default:
-		n.out.line("error %s: unknown command; use neighbours | broadcast TEXT | peers | addrs | quit", oneLine(name))
+		n.out.line("error %s: unknown command; use neighbours | broadcast TEXT | peers | addrs | aggregate | set V | sample | quit", oneLine(name))
 		return false
 	}
 	n.out.line("ok %s", name)

@@ -75,6 +75,7 @@ func (n *node) serveHTTP(addr string) error {
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"ok": "broadcast"})
 	})
+	n.serviceHandlers(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{ErrorLog: promLogger{}}))
 	n.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	n.httpDone = make(chan struct{})

@@ -34,6 +34,7 @@ type nodeConfig struct {
 	relays      []peer.AddrInfo // static relays for auto-relay (peer mode)
 	httpAddr    string          // serve the HTTP/JSON endpoint and /metrics here ("": no)
 	joinTimeout time.Duration   // bound on JoinNetwork
+	value       float64         // this peer's value for the aggregates
 	hostOptions []host.Option   // more options for host.New (relay mode)
 	lines       func() []string // more lines to print after "joined network" (relay mode)
 }
@@ -46,12 +47,14 @@ type nodeConfig struct {
 // service's delivery goroutine prints broadcasts; the HTTP server (with -http) serves
 // requests. close stops them all.
 type node struct {
-	cfg nodeConfig
-	h   p2phost.Host
-	m   *unsserv.Membership
-	di  *unsserv.Dissemination
-	reg *prometheus.Registry // nil without -http
-	out *printer
+	cfg  nodeConfig
+	h    p2phost.Host
+	m    *unsserv.Membership
+	di   *unsserv.Dissemination
+	aggs []*unsserv.Aggregation // mean, min, max, count of the local value
+	sa   *unsserv.Sampling
+	reg  *prometheus.Registry // nil without -http
+	out  *printer
 
 	stopNeighbours func()
 	srv            *http.Server
@@ -150,6 +153,9 @@ func startNode(ctx context.Context, cfg nodeConfig, out *printer) (_ *node, err 
 		log.Warnw("dissemination", "err", err)
 	}))
 	if err != nil {
+		return nil, err
+	}
+	if err := n.startServices(ctx); err != nil {
 		return nil, err
 	}
 	out.line("joined network %s", cfg.network)
@@ -281,6 +287,7 @@ func (n *node) close() {
 	if n.stopNeighbours != nil {
 		n.stopNeighbours()
 	}
+	n.stopServices()
 	if n.di != nil {
 		if err := n.di.Leave(); err != nil {
 			log.Warnw("leave dissemination", "err", err)

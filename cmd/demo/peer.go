@@ -44,6 +44,7 @@ func runPeer(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	relays := fs.String("relay", "", "comma-separated multiaddrs (ending in /p2p/<id>) of circuit relay v2 nodes to reserve a slot on, so that peers reach this one through /p2p-circuit addresses while it is behind a NAT")
 	httpAddr := fs.String("http", "", "serve the HTTP/JSON endpoint and Prometheus /metrics on this `address`, e.g. 127.0.0.1:8080 (empty: no HTTP)")
 	profileName := fs.String("profile", "stable", "stable (HyParView, Plumtree) or extreme (Newscast, LPBCast)")
+	value := fs.Float64("value", 1, "this peer's value for the network-wide aggregates (mean, min, max); the command set V changes it")
 	joinTimeout := fs.Duration("join-timeout", 30*time.Second, "give up joining through the bootstrap peers after this long")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -63,7 +64,7 @@ func runPeer(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	n, err := startNode(ctx, nodeConfig{
 		listen: splitList(*listen), keyFile: *keyFile, network: *network, profile: profile,
 		bootstrap: splitList(*bootstrap), relays: relayInfos, httpAddr: *httpAddr,
-		joinTimeout: *joinTimeout,
+		joinTimeout: *joinTimeout, value: *value,
 	}, out)
 	if err != nil {
 		return err

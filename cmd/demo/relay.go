@@ -72,7 +72,7 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	out := newPrinter(stdout)
 	n, err := startNode(ctx, nodeConfig{
 		listen: splitList(*listen), keyFile: *keyFile, network: *network, profile: profile,
-		httpAddr: *httpAddr, joinTimeout: time.Second,
+		httpAddr: *httpAddr, joinTimeout: time.Second, value: 1,
 		hostOptions: []host.Option{
 			// Relay v2 hop service and AutoNAT server, reachability forced public.
 			host.RelayService(relayv2.WithResources(res)),

@@ -93,10 +93,13 @@ func (s *settling) wait(ctx context.Context, n int, quiet time.Duration) error {
 
 // tourPeer is one peer of the tour.
 type tourPeer struct {
-	name string
-	h    p2phost.Host
-	m    *unsserv.Membership
-	di   *unsserv.Dissemination
+	name  string
+	h     p2phost.Host
+	m     *unsserv.Membership
+	di    *unsserv.Dissemination
+	count *unsserv.Aggregation // the network's size
+	mean  *unsserv.Aggregation // the mean of the peers' numbers (peerK has K)
+	sa    *unsserv.Sampling
 }
 
 // runTour starts n peers on loopback, prints how their neighbours settle and how
@@ -140,6 +143,14 @@ func runTour(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		for _, p := range peers {
 			if p.di != nil {
 				_ = p.di.Leave()
+			}
+			for _, ag := range []*unsserv.Aggregation{p.count, p.mean} {
+				if ag != nil {
+					_ = ag.Leave()
+				}
+			}
+			if p.sa != nil {
+				_ = p.sa.Leave()
 			}
 		}
 		for _, p := range peers {
@@ -188,6 +199,17 @@ func runTour(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return err
 		}
+		// Aggregates on a fast cycle so that the tour shows them converge.
+		fast := []unsserv.Option{unsserv.AggregationPeriod(200 * time.Millisecond), unsserv.AggregationEpoch(20)}
+		if p.count, err = unsserv.NewAggregation(ctx, p.m, *network+".count", 1, unsserv.Count, fast...); err != nil {
+			return err
+		}
+		if p.mean, err = unsserv.NewAggregation(ctx, p.m, *network+".mean", float64(i), unsserv.Mean, fast...); err != nil {
+			return err
+		}
+		if p.sa, err = unsserv.NewSampling(ctx, p.m, *network); err != nil {
+			return err
+		}
 		// Registered after the dissemination service's own handler, so when this
 		// runs, the broadcast core has been handed the same neighbours.
 		p.m.OnNeighboursChanged(func(ns []unsserv.Node) {
@@ -218,9 +240,42 @@ func runTour(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case <-time.After(tourAgain):
 		tourBroadcast(ctx, out, peers[len(peers)-1], "hello again")
 	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(tourAgain):
+		tourServices(ctx, out, peers, nameOf)
+	}
 	<-ctx.Done()
 	out.line("stopping")
 	return nil
+}
+
+// tourServices prints what the aggregation and sampling services tell peer0.
+func tourServices(ctx context.Context, out *printer, peers []*tourPeer, nameOf func(peer.ID) string) {
+	p := peers[0]
+	for _, a := range []struct {
+		what string
+		ag   *unsserv.Aggregation
+		want float64
+	}{{"network size", p.count, float64(len(peers))}, {"mean of the peers' numbers", p.mean, float64(len(peers)-1) / 2}} {
+		if e := a.ag.Estimate(); e.Known {
+			out.line("%s estimates the %s at %.3f (true %.3f; epoch %d, cycle %d)", p.name, a.what, e.Value, a.want, e.Epoch, e.Cycle)
+		} else {
+			out.line("%s has no estimate of the %s yet", p.name, a.what)
+		}
+	}
+	var drawn []string
+	for k := 0; k < 5 && ctx.Err() == nil; k++ {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s, err := p.sa.Sample(sctx)
+		cancel()
+		if err != nil {
+			out.line("%s could not sample: %v", p.name, err)
+			return
+		}
+		drawn = append(drawn, nameOf(s.ID))
+	}
+	out.line("%s samples 5 peers at random: %s", p.name, strings.Join(drawn, " "))
 }
 
 func tourBroadcast(ctx context.Context, out *printer, p *tourPeer, text string) {
