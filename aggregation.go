@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"google.golang.org/protobuf/proto"
 
@@ -284,12 +283,7 @@ func NewAggregation(ctx context.Context, o Overlay, id string, value float64, ty
 func (a *Aggregation) updateNeighbours(ctx context.Context) error {
 	a.nmu.Lock()
 	defer a.nmu.Unlock()
-	ns := a.o.Neighbours()
-	ids := make([]peer.ID, len(ns))
-	for i, n := range ns {
-		ids[i] = n.ID
-	}
-	return a.svc.Post(ctx, protocols.Neighbours{Peers: ids})
+	return a.svc.Post(ctx, protocols.Neighbours{Peers: neighbourIDs(a.o)})
 }
 
 // onEvent runs on the service loop: it must not block.

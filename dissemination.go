@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -366,17 +365,8 @@ func traceFunc(f func(MessageTrace)) func(bool, peer.ID, proto.Message, int) {
 func (di *Dissemination) updateNeighbours(ctx context.Context) error {
 	di.nmu.Lock()
 	defer di.nmu.Unlock()
-	ns := di.o.Neighbours()
-	ids := make([]peer.ID, len(ns))
-	for i, n := range ns {
-		ids[i] = n.ID
-	}
-	return di.svc.Post(ctx, protocols.Neighbours{Peers: ids})
+	return di.svc.Post(ctx, protocols.Neighbours{Peers: neighbourIDs(di.o)})
 }
-
-// resyncPeriod is how often the core is given the overlay's neighbours even when they
-// did not change.
-const resyncPeriod = 10 * time.Second
 
 // resync hands the core the overlay's neighbours again when a neighbour starts running
 // this service, and every resyncPeriod: the runtime reports a neighbour whose service
@@ -398,15 +388,8 @@ func (di *Dissemination) resync(sub event.Subscription) {
 			if !ok {
 				return
 			}
-			e := ev.(event.EvtPeerProtocolsUpdated)
-			if !slices.Contains(e.Added, pid) {
-				continue
-			}
-			for _, n := range di.o.Neighbours() {
-				if n.ID == e.Peer {
-					_ = di.updateNeighbours(context.Background())
-					break
-				}
+			if neighbourStarted(di.o, pid, ev.(event.EvtPeerProtocolsUpdated)) {
+				_ = di.updateNeighbours(context.Background())
 			}
 		}
 	}

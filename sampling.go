@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -245,19 +244,15 @@ func (sa *Sampling) updateSelf(ctx context.Context) error {
 	return sa.svc.Post(ctx, protocols.SelfUpdated{Record: rec, Meta: meta})
 }
 
-// samplingResync is how often the core is given the overlay's neighbours even when they
-// did not change.
-const samplingResync = 10 * time.Second
-
 // watch hands the core a new signed record when the host's addresses change, and the
 // overlay's neighbours again when a neighbour starts running this service and every
-// samplingResync: the core stops using a neighbour a send failed to (it may not have
+// resyncPeriod: the core stops using a neighbour a send failed to (it may not have
 // started the service yet) until it speaks, or until the neighbours are passed again.
 func (sa *Sampling) watch(sub event.Subscription) {
 	defer sa.wg.Done()
 	defer sub.Close()
 	pid := SamplingProtocol(sa.id)
-	tick := time.NewTicker(samplingResync)
+	tick := time.NewTicker(resyncPeriod)
 	defer tick.Stop()
 	for {
 		select {
@@ -273,14 +268,8 @@ func (sa *Sampling) watch(sub event.Subscription) {
 			case event.EvtLocalAddressesUpdated:
 				_ = sa.updateSelf(context.Background())
 			case event.EvtPeerProtocolsUpdated:
-				if !slices.Contains(e.Added, pid) {
-					continue
-				}
-				for _, n := range sa.o.Neighbours() {
-					if n.ID == e.Peer {
-						_ = sa.updateNeighbours(context.Background())
-						break
-					}
+				if neighbourStarted(sa.o, pid, e) {
+					_ = sa.updateNeighbours(context.Background())
 				}
 			}
 		}
@@ -290,12 +279,7 @@ func (sa *Sampling) watch(sub event.Subscription) {
 func (sa *Sampling) updateNeighbours(ctx context.Context) error {
 	sa.nmu.Lock()
 	defer sa.nmu.Unlock()
-	ns := sa.o.Neighbours()
-	ids := make([]peer.ID, len(ns))
-	for i, n := range ns {
-		ids[i] = n.ID
-	}
-	return sa.svc.Post(ctx, protocols.Neighbours{Peers: ids})
+	return sa.svc.Post(ctx, protocols.Neighbours{Peers: neighbourIDs(sa.o)})
 }
 
 // onEvent runs on the service loop: it must not block.

@@ -1,0 +1,34 @@
+package unsserv
+
+import (
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+)
+
+// Services stacked on an overlay (dissemination, aggregation, sampling) hand their core
+// the overlay's neighbours at start, at every change, when a neighbour starts running
+// the service (its send may have failed before, and the core dropped it), and every
+// resyncPeriod. These helpers are shared by them.
+
+// resyncPeriod is how often a stacked service's core is given the overlay's neighbours
+// even when they did not change.
+const resyncPeriod = 10 * time.Second
+
+// neighbourIDs returns the IDs of the overlay's current neighbours.
+func neighbourIDs(o Overlay) []peer.ID {
+	ns := o.Neighbours()
+	ids := make([]peer.ID, len(ns))
+	for i, n := range ns {
+		ids[i] = n.ID
+	}
+	return ids
+}
+
+// neighbourStarted reports whether e says that a neighbour of o now runs pid.
+func neighbourStarted(o Overlay, pid protocol.ID, e event.EvtPeerProtocolsUpdated) bool {
+	return slices.Contains(e.Added, pid) && slices.Contains(neighbourIDs(o), e.Peer)
+}
