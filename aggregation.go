@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"google.golang.org/protobuf/proto"
 
@@ -265,9 +266,16 @@ func NewAggregation(ctx context.Context, o Overlay, id string, value float64, ty
 		a.cancel()
 		return nil, fmt.Errorf("new aggregation %s: %w", id, err)
 	}
-	a.wg.Add(2)
+	protoSub, err := h.EventBus().Subscribe(new(event.EvtPeerProtocolsUpdated))
+	if err != nil {
+		a.cancel()
+		_ = a.svc.Close(context.Background())
+		return nil, fmt.Errorf("new aggregation %s: %w", id, err)
+	}
+	a.wg.Add(3)
 	go a.notifier()
 	go a.forwarder()
+	go a.resync(protoSub)
 	if err := a.svc.Post(ctx, protocols.Start{}); err != nil {
 		_ = a.Leave()
 		return nil, fmt.Errorf("new aggregation %s: %w", id, err)
@@ -278,6 +286,32 @@ func NewAggregation(ctx context.Context, o Overlay, id string, value float64, ty
 		return nil, fmt.Errorf("new aggregation %s: %w", id, err)
 	}
 	return a, nil
+}
+
+// resync gives the core the overlay's neighbours again when a neighbour starts running
+// this service and every resyncPeriod: the core drops a neighbour its exchange could
+// not reach (it may not have started the service yet) until they are passed again.
+func (a *Aggregation) resync(sub event.Subscription) {
+	defer a.wg.Done()
+	defer sub.Close()
+	pid := AggregationProtocol(a.id)
+	tick := time.NewTicker(resyncPeriod)
+	defer tick.Stop()
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-tick.C:
+			_ = a.updateNeighbours(a.ctx)
+		case ev, ok := <-sub.Out():
+			if !ok {
+				return
+			}
+			if neighbourStarted(a.o, pid, ev.(event.EvtPeerProtocolsUpdated)) {
+				_ = a.updateNeighbours(a.ctx)
+			}
+		}
+	}
 }
 
 func (a *Aggregation) updateNeighbours(ctx context.Context) error {
