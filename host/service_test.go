@@ -315,12 +315,13 @@ func TestServiceQueueBytesBound(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = s.Close(context.Background()) })
 	_ = s.Post(context.Background(), protocols.Start{Bootstrap: []peer.ID{hs[1].ID()}})
-	// 100 sent, 10 fit in the bytes bound, at most one more has left the queue for the
-	// blocked writer: 89 or 90 dropped, however long the count queue is.
+	// 100 sent, 10 fit in the bytes bound; meanwhile the writer may take up to three
+	// off the queue (one in mocknet's transport, one blocked in Write, one being
+	// written), freeing their bytes: 87 to 90 dropped, however long the count queue is.
 	deadline := time.Now().Add(10 * time.Second)
-	for s.Stats().Dropped < 89 {
+	for s.Stats().Dropped < 87 {
 		if time.Now().After(deadline) {
-			t.Fatalf("dropped %d, want at least 89", s.Stats().Dropped)
+			t.Fatalf("dropped %d, want at least 87", s.Stats().Dropped)
 		}
 		time.Sleep(time.Millisecond)
 	}
