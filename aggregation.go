@@ -275,7 +275,10 @@ func NewAggregation(ctx context.Context, o Overlay, id string, value float64, ty
 	a.wg.Add(3)
 	go a.notifier()
 	go a.forwarder()
-	go a.resync(protoSub)
+	go func() { // see Dissemination: neighbours the core dropped come back
+		defer a.wg.Done()
+		resync(a.ctx.Done(), protoSub, a.o, AggregationProtocol(a.id), func() { _ = a.updateNeighbours(a.ctx) })
+	}()
 	if err := a.svc.Post(ctx, protocols.Start{}); err != nil {
 		_ = a.Leave()
 		return nil, fmt.Errorf("new aggregation %s: %w", id, err)
@@ -286,32 +289,6 @@ func NewAggregation(ctx context.Context, o Overlay, id string, value float64, ty
 		return nil, fmt.Errorf("new aggregation %s: %w", id, err)
 	}
 	return a, nil
-}
-
-// resync gives the core the overlay's neighbours again when a neighbour starts running
-// this service and every resyncPeriod: the core drops a neighbour its exchange could
-// not reach (it may not have started the service yet) until they are passed again.
-func (a *Aggregation) resync(sub event.Subscription) {
-	defer a.wg.Done()
-	defer sub.Close()
-	pid := AggregationProtocol(a.id)
-	tick := time.NewTicker(resyncPeriod)
-	defer tick.Stop()
-	for {
-		select {
-		case <-a.ctx.Done():
-			return
-		case <-tick.C:
-			_ = a.updateNeighbours(a.ctx)
-		case ev, ok := <-sub.Out():
-			if !ok {
-				return
-			}
-			if neighbourStarted(a.o, pid, ev.(event.EvtPeerProtocolsUpdated)) {
-				_ = a.updateNeighbours(a.ctx)
-			}
-		}
-	}
 }
 
 func (a *Aggregation) updateNeighbours(ctx context.Context) error {

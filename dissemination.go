@@ -342,7 +342,13 @@ func NewDissemination(ctx context.Context, o Overlay, id string, handler func([]
 	}
 	di.wg.Add(2)
 	go di.deliver()
-	go di.resync(protoSub)
+	// A neighbour the runtime reported down (its service was not running yet, or a
+	// stream broke) is dropped by the core until the overlay's neighbours are passed
+	// again: resync passes them when it starts the service and every resyncPeriod.
+	go func() {
+		defer di.wg.Done()
+		resync(di.stop, protoSub, di.o, DisseminationProtocol(di.id), func() { _ = di.updateNeighbours(context.Background()) })
+	}()
 	// Neighbour changes reach the core in order: each update reads the overlay's
 	// current set under nmu.
 	di.stopNeigh = o.OnNeighboursChanged(func([]Node) { di.updateNeighbours(context.Background()) })
@@ -366,33 +372,6 @@ func (di *Dissemination) updateNeighbours(ctx context.Context) error {
 	di.nmu.Lock()
 	defer di.nmu.Unlock()
 	return di.svc.Post(ctx, protocols.Neighbours{Peers: neighbourIDs(di.o)})
-}
-
-// resync hands the core the overlay's neighbours again when a neighbour starts running
-// this service, and every resyncPeriod: the runtime reports a neighbour whose service
-// could not be reached (it had not started it yet, or a stream broke) as down, and the
-// core drops it until the overlay's neighbours change; this brings it back.
-func (di *Dissemination) resync(sub event.Subscription) {
-	defer di.wg.Done()
-	defer sub.Close()
-	pid := DisseminationProtocol(di.id)
-	tick := time.NewTicker(resyncPeriod)
-	defer tick.Stop()
-	for {
-		select {
-		case <-di.stop:
-			return
-		case <-tick.C:
-			_ = di.updateNeighbours(context.Background())
-		case ev, ok := <-sub.Out():
-			if !ok {
-				return
-			}
-			if neighbourStarted(di.o, pid, ev.(event.EvtPeerProtocolsUpdated)) {
-				_ = di.updateNeighbours(context.Background())
-			}
-		}
-	}
 }
 
 // check runs on stream reader goroutines: it verifies every broadcast a message carries.

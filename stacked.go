@@ -28,6 +28,30 @@ func neighbourIDs(o Overlay) []peer.ID {
 	return ids
 }
 
+// resync calls update when a neighbour of o starts running pid (sub delivers
+// event.EvtPeerProtocolsUpdated) and every resyncPeriod, until done is closed or sub
+// ends. It closes sub.
+func resync(done <-chan struct{}, sub event.Subscription, o Overlay, pid protocol.ID, update func()) {
+	defer sub.Close()
+	tick := time.NewTicker(resyncPeriod)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+			update()
+		case ev, ok := <-sub.Out():
+			if !ok {
+				return
+			}
+			if neighbourStarted(o, pid, ev.(event.EvtPeerProtocolsUpdated)) {
+				update()
+			}
+		}
+	}
+}
+
 // neighbourStarted reports whether e says that a neighbour of o now runs pid.
 func neighbourStarted(o Overlay, pid protocol.ID, e event.EvtPeerProtocolsUpdated) bool {
 	return slices.Contains(e.Added, pid) && slices.Contains(neighbourIDs(o), e.Peer)
