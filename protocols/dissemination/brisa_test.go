@@ -513,49 +513,21 @@ type broadcastRef struct {
 
 func newBrisaNet(t testing.TB, seed uint64, n int, loss float64, cfg dissemination.BrisaConfig) *brisaNet {
 	t.Helper()
-	ids, _ := sim.PeerIDs(seed, n)
-	on := &overlayNet{ids: ids, adj: map[peer.ID][]peer.ID{}, delivered: map[peer.ID]map[string]int{}}
-	bn := &brisaNet{overlayNet: on, seqs: map[peer.ID]uint64{}, refs: map[string]broadcastRef{}, round: map[string]uint32{}}
-	s, err := sim.New(sim.Config{
-		Seed: seed, Latency: sim.Uniform{Min: 5 * time.Millisecond, Max: 50 * time.Millisecond},
-		Loss:       loss,
-		NewMessage: func() proto.Message { return new(dissemination.BrisaMessage) },
-		Kind:       kind,
-		OnEvent: func(_ time.Time, node peer.ID, ev protocols.Output) {
-			if d, ok := ev.(dissemination.Delivered); ok {
-				if on.delivered[node] == nil {
-					on.delivered[node] = map[string]int{}
-				}
-				on.delivered[node][string(d.ID)]++
-				bn.round[string(d.ID)] = max(bn.round[string(d.ID)], d.Round)
-			}
+	bn := &brisaNet{seqs: map[peer.ID]uint64{}, refs: map[string]broadcastRef{}, round: map[string]uint32{}}
+	bn.overlayNet = newOverlayNetWith(t, seed, n, func() proto.Message { return new(dissemination.BrisaMessage) },
+		func(_ int, id peer.ID, rng *rand.Rand) (protocols.Core, error) {
+			return dissemination.NewBrisa(id, cfg, rng)
 		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	on.s = s
-	rng := rand.New(rand.NewPCG(seed, 7))
-	link := func(a, b peer.ID) {
-		if a != b && !slices.Contains(on.adj[a], b) {
-			on.adj[a] = append(on.adj[a], b)
-			on.adj[b] = append(on.adj[b], a)
-		}
-	}
-	for i := range ids {
-		link(ids[i], ids[(i+1)%n])
-		link(ids[i], ids[rng.IntN(n)])
-		link(ids[i], ids[rng.IntN(n)])
-	}
-	for i, id := range ids {
-		c, err := dissemination.NewBrisa(id, cfg, sim.NodeRand(seed, i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		on.cores = append(on.cores, c)
-		_ = s.Add(id, c)
-		_ = s.Input(id, protocols.Neighbours{Peers: on.adj[id]})
-	}
+		func(c *sim.Config) {
+			c.Loss = loss
+			count := c.OnEvent
+			c.OnEvent = func(now time.Time, node peer.ID, ev protocols.Output) {
+				count(now, node, ev)
+				if d, ok := ev.(dissemination.Delivered); ok {
+					bn.round[string(d.ID)] = max(bn.round[string(d.ID)], d.Round)
+				}
+			}
+		})
 	return bn
 }
 

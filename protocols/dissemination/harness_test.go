@@ -34,10 +34,17 @@ type newCoreFunc func(i int, id peer.ID, rng *rand.Rand) (protocols.Core, error)
 func kind(m proto.Message) string { return m.(dissemination.Carrier).Kind() }
 
 func newOverlayNet(t testing.TB, seed uint64, n int, newMsg func() proto.Message, newCore newCoreFunc) *overlayNet {
+	return newOverlayNetWith(t, seed, n, newMsg, newCore, nil)
+}
+
+// newOverlayNetWith is newOverlayNet with a chance to change the simulator's config
+// (loss, more counters) before the network is built; tweak must keep calling the
+// OnEvent it finds.
+func newOverlayNetWith(t testing.TB, seed uint64, n int, newMsg func() proto.Message, newCore newCoreFunc, tweak func(*sim.Config)) *overlayNet {
 	t.Helper()
 	ids, _ := sim.PeerIDs(seed, n)
 	net := &overlayNet{ids: ids, adj: map[peer.ID][]peer.ID{}, delivered: map[peer.ID]map[string]int{}}
-	s, err := sim.New(sim.Config{
+	cfg := sim.Config{
 		Seed: seed, Latency: sim.Uniform{Min: 5 * time.Millisecond, Max: 50 * time.Millisecond},
 		NewMessage: newMsg,
 		Kind:       kind,
@@ -49,7 +56,11 @@ func newOverlayNet(t testing.TB, seed uint64, n int, newMsg func() proto.Message
 				net.delivered[node][string(d.ID)]++
 			}
 		},
-	})
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	s, err := sim.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -445,55 +445,29 @@ type lpbNet struct {
 
 func newLPBNet(t testing.TB, seed uint64, n int, loss float64, cfg dissemination.LPBCastConfig) *lpbNet {
 	t.Helper()
-	ids, _ := sim.PeerIDs(seed, n)
 	net := &lpbNet{
-		overlayNet: &overlayNet{ids: ids, adj: map[peer.ID][]peer.ID{}, delivered: map[peer.ID]map[string]int{}},
-		cfg:        cfg.WithDefaults(),
-		published:  map[string]time.Time{}, origin: map[string]peer.ID{}, last: map[string]time.Time{}, maxHop: map[string]uint32{},
+		cfg:       cfg.WithDefaults(),
+		published: map[string]time.Time{}, origin: map[string]peer.ID{}, last: map[string]time.Time{}, maxHop: map[string]uint32{},
 	}
-	s, err := sim.New(sim.Config{
-		Seed: seed, Latency: sim.Uniform{Min: 5 * time.Millisecond, Max: 50 * time.Millisecond}, Loss: loss,
-		NewMessage: func() proto.Message { return new(dissemination.LPBCastMessage) },
-		Kind: func(m proto.Message) string {
-			net.payloads += uint64(len(m.(dissemination.Carrier).Broadcasts()))
-			return kind(m)
+	net.overlayNet = newOverlayNetWith(t, seed, n, func() proto.Message { return new(dissemination.LPBCastMessage) },
+		func(_ int, id peer.ID, rng *rand.Rand) (protocols.Core, error) {
+			return dissemination.NewLPBCast(id, cfg, rng)
 		},
-		OnEvent: func(now time.Time, node peer.ID, ev protocols.Output) {
-			if d, ok := ev.(dissemination.Delivered); ok {
-				if net.delivered[node] == nil {
-					net.delivered[node] = map[string]int{}
-				}
-				net.delivered[node][string(d.ID)]++
-				net.last[string(d.ID)] = now
-				net.maxHop[string(d.ID)] = max(net.maxHop[string(d.ID)], d.Round)
+		func(c *sim.Config) {
+			c.Loss = loss
+			c.Kind = func(m proto.Message) string {
+				net.payloads += uint64(len(m.(dissemination.Carrier).Broadcasts()))
+				return kind(m)
 			}
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	net.s = s
-	rng := rand.New(rand.NewPCG(seed, 7))
-	link := func(a, b peer.ID) {
-		if a != b && !slices.Contains(net.adj[a], b) {
-			net.adj[a] = append(net.adj[a], b)
-			net.adj[b] = append(net.adj[b], a)
-		}
-	}
-	for i := range ids {
-		link(ids[i], ids[(i+1)%n])
-		link(ids[i], ids[rng.IntN(n)])
-		link(ids[i], ids[rng.IntN(n)])
-	}
-	for i, id := range ids {
-		c, err := dissemination.NewLPBCast(id, cfg, sim.NodeRand(seed, i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		net.cores = append(net.cores, c)
-		_ = s.Add(id, c)
-		_ = s.Input(id, protocols.Neighbours{Peers: net.adj[id]})
-	}
+			count := c.OnEvent
+			c.OnEvent = func(now time.Time, node peer.ID, ev protocols.Output) {
+				count(now, node, ev)
+				if d, ok := ev.(dissemination.Delivered); ok {
+					net.last[string(d.ID)] = now
+					net.maxHop[string(d.ID)] = max(net.maxHop[string(d.ID)], d.Round)
+				}
+			}
+		})
 	return net
 }
 

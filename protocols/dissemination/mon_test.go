@@ -56,49 +56,16 @@ func monOf(c protocols.Core) *dissemination.Mon {
 // and payload counting.
 func newMonNet(t testing.TB, seed uint64, n int, cfg dissemination.MonConfig, loss float64) (*overlayNet, *monCounter) {
 	t.Helper()
-	ids, _ := sim.PeerIDs(seed, n)
-	net := &overlayNet{ids: ids, adj: map[peer.ID][]peer.ID{}, delivered: map[peer.ID]map[string]int{}}
-	s, err := sim.New(sim.Config{
-		Seed: seed, Latency: sim.Uniform{Min: 5 * time.Millisecond, Max: 50 * time.Millisecond},
-		Loss:       loss,
-		NewMessage: func() proto.Message { return new(dissemination.MonMessage) },
-		Kind:       kind,
-		OnEvent: func(_ time.Time, node peer.ID, ev protocols.Output) {
-			if d, ok := ev.(dissemination.Delivered); ok {
-				if net.delivered[node] == nil {
-					net.delivered[node] = map[string]int{}
-				}
-				net.delivered[node][string(d.ID)]++
-			}
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	net.s = s
-	rng := rand.New(rand.NewPCG(seed, 7))
-	link := func(a, b peer.ID) {
-		if a != b && !slices.Contains(net.adj[a], b) {
-			net.adj[a] = append(net.adj[a], b)
-			net.adj[b] = append(net.adj[b], a)
-		}
-	}
-	for i := range ids {
-		link(ids[i], ids[(i+1)%n])
-		link(ids[i], ids[rng.IntN(n)])
-		link(ids[i], ids[rng.IntN(n)])
-	}
 	cnt := &monCounter{}
-	for i, id := range ids {
-		c, err := dissemination.NewMon(id, cfg, sim.NodeRand(seed, i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		w := monCounting{Mon: c, c: cnt}
-		net.cores = append(net.cores, w)
-		_ = s.Add(id, w)
-		_ = s.Input(id, protocols.Neighbours{Peers: net.adj[id]})
-	}
+	net := newOverlayNetWith(t, seed, n, func() proto.Message { return new(dissemination.MonMessage) },
+		func(_ int, id peer.ID, rng *rand.Rand) (protocols.Core, error) {
+			c, err := dissemination.NewMon(id, cfg, rng)
+			if err != nil {
+				return nil, err
+			}
+			return monCounting{Mon: c, c: cnt}, nil
+		},
+		func(c *sim.Config) { c.Loss = loss })
 	return net, cnt
 }
 
