@@ -100,6 +100,8 @@ type options struct {
 	dissemination disseminationOptions
 	aggregation   aggregationOptions
 	sampling      samplingOptions
+	search        searchOptions
+	clustering    clusteringOptions
 }
 
 func buildOptions(opts []Option) (*options, error) {

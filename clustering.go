@@ -1,0 +1,4 @@
+package unsserv
+
+// clusteringOptions holds the options of NewClustering.
+type clusteringOptions struct{}

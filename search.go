@@ -1,0 +1,4 @@
+package unsserv
+
+// searchOptions holds the options of NewSearch.
+type searchOptions struct{}
