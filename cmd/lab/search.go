@@ -1,0 +1,473 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/unsserv/go-unsserv/protocols"
+	"github.com/unsserv/go-unsserv/protocols/search"
+	"github.com/unsserv/go-unsserv/sim"
+)
+
+func init() {
+	experiments["search"] = experiment{
+		summary: "search cores (KWalker, ABloom, flooding) stacked on HyParView: success rate, messages per query and hops against replication",
+		run:     runSearch,
+	}
+}
+
+var searchNames = []string{"kwalker", "abloom", "flood"}
+
+// searchParams are the flags of the search experiment.
+type searchParams struct {
+	protocols    []string
+	n            int
+	replicas     []float64 // fractions of the nodes (or counts, when >= 1)
+	queries      int
+	floodQueries int
+	items        int
+	seed         uint64
+	latency      time.Duration
+	joinGap      time.Duration
+	warmup       int
+	gap          time.Duration
+	ttl          int
+	floodTTL     int
+	walkers      int
+	membership   string
+}
+
+func parseSearch(args []string) (searchParams, error) {
+	fs := flag.NewFlagSet("lab search", flag.ContinueOnError)
+	protos := fs.String("protocol", "kwalker,abloom,flood", "search algorithm: kwalker, abloom or flood; a comma-separated list runs each (each builds its network anew from the seed)")
+	n := fs.Int("n", 10000, "number of nodes")
+	replicas := fs.String("replicas", "0.01", "replicas of each item: a fraction of the nodes (0.01 = 1%) or a count (>= 1); a comma-separated list sweeps")
+	queries := fs.Int("queries", 1000, "queries per replication level, each for a random item from a random node that does not hold it")
+	floodQueries := fs.Int("flood-queries", 100, "queries per replication level for flood (each one reaches most of the network)")
+	items := fs.Int("items", 100, "distinct items per replication level")
+	seed := fs.Uint64("seed", 1, "seed of the whole run")
+	latency := fs.Duration("latency", 10*time.Millisecond, "one-way link latency")
+	joinGap := fs.Duration("join-gap", 10*time.Millisecond, "virtual time between two joins")
+	warmup := fs.Int("warmup", 3, "membership cycles (shuffle periods) after the joins")
+	gap := fs.Duration("gap", 20*time.Millisecond, "virtual time between two queries")
+	ttl := fs.Int("ttl", 0, "TTL of kwalker and abloom queries; 0: their defaults (128 and 64)")
+	floodTTL := fs.Int("flood-ttl", 0, "TTL of the flood; 0: the same as kwalker's")
+	walkers := fs.Int("walkers", 0, "kwalker's walkers (k); 0: the default (16)")
+	memb := fs.String("membership", "hyparview", "membership under the search: hyparview or newscast")
+	if err := fs.Parse(args); err != nil {
+		return searchParams{}, err
+	}
+	p := searchParams{n: *n, queries: *queries, floodQueries: *floodQueries, items: *items, seed: *seed, latency: *latency,
+		joinGap: *joinGap, warmup: *warmup, gap: *gap, ttl: *ttl, floodTTL: *floodTTL, walkers: *walkers, membership: strings.TrimSpace(*memb)}
+	for _, s := range strings.Split(*protos, ",") {
+		s = strings.TrimSpace(s)
+		if !slices.Contains(searchNames, s) {
+			return p, fmt.Errorf("-protocol %q: use %s", s, strings.Join(searchNames, ", "))
+		}
+		p.protocols = append(p.protocols, s)
+	}
+	for _, s := range strings.Split(*replicas, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil || v <= 0 || (v >= 1 && (v != math.Trunc(v) || v > float64(*n))) {
+			return p, fmt.Errorf("-replicas %q: a fraction in (0, 1) or a whole count between 1 and -n", s)
+		}
+		p.replicas = append(p.replicas, v)
+	}
+	switch {
+	case p.membership != "hyparview" && p.membership != "newscast":
+		return p, fmt.Errorf("-membership %q: use hyparview or newscast", p.membership)
+	case p.n < 10:
+		return p, fmt.Errorf("-n %d: at least 10 nodes", p.n)
+	case p.queries < 1 || p.floodQueries < 1 || p.items < 1:
+		return p, fmt.Errorf("-queries, -flood-queries and -items must be at least 1")
+	case p.ttl < 0 || p.floodTTL < 0 || p.walkers < 0 || p.warmup < 0:
+		return p, fmt.Errorf("-ttl, -flood-ttl, -walkers and -warmup must not be negative")
+	case p.gap <= 0 || p.latency < 0 || p.joinGap < 0:
+		return p, fmt.Errorf("-gap must be positive; -latency and -join-gap not negative")
+	}
+	return p, nil
+}
+
+// count returns the replicas of an item for a -replicas value.
+func (p searchParams) count(r float64) int {
+	if r >= 1 {
+		return int(r)
+	}
+	return max(1, int(math.Round(r*float64(p.n))))
+}
+
+// Figures of the experiment (JSON). No wall-clock value goes in here.
+type searchResult struct {
+	Experiment string      `json:"experiment"`
+	N          int         `json:"n"`
+	Seed       uint64      `json:"seed"`
+	Membership string      `json:"membership"`
+	Items      int         `json:"items_per_level"`
+	LatencyMs  float64     `json:"latency_ms"`
+	Runs       []searchRun `json:"runs"`
+}
+
+type searchRun struct {
+	Protocol string        `json:"protocol"`
+	Config   string        `json:"config"`
+	Levels   []searchLevel `json:"levels"`
+	Sim      simSummary    `json:"sim"`
+	label    string        // for the plots' legends
+}
+
+// searchLevel holds the figures of one replication level.
+type searchLevel struct {
+	Replication float64 `json:"replication"` // replicas / n
+	Replicas    int     `json:"replicas"`
+	Queries     int     `json:"queries"`
+	Success     float64 `json:"success"`
+	NotFound    int     `json:"not_found"`   // NotFound events
+	Unanswered  int     `json:"unanswered"`  // neither answer by the end of the level
+	MsgsMean    float64 `json:"msgs_mean"`   // search messages per query, all kinds
+	MsgsP50     float64 `json:"msgs_p50"`    //
+	MsgsP99     float64 `json:"msgs_p99"`    //
+	QueryMsgs   float64 `json:"query_msgs"`  // QUERY messages per query (walker steps, flood copies)
+	HopsMean    float64 `json:"hops_mean"`   // hops to the answering node, found queries
+	HopsP50     float64 `json:"hops_p50"`    //
+	HopsP99     float64 `json:"hops_p99"`    //
+	TimeP50     float64 `json:"time_p50_ms"` // virtual time to the answer
+	TimeP99     float64 `json:"time_p99_ms"` //
+	// Maintenance: messages not tied to a query (ABloom's filters) per node per second
+	// from the placement of the level's items to the end of its queries, and their bytes.
+	UpkeepMsgs  float64           `json:"upkeep_msgs_per_node_s"`
+	UpkeepBytes float64           `json:"upkeep_bytes_per_node_s"`
+	ByKind      map[string]uint64 `json:"search_msgs_by_kind"` // from placement to the end of the queries
+}
+
+// searchQuery follows one query.
+type searchQuery struct {
+	at    time.Time
+	msgs  int
+	qmsgs int
+	done  bool
+	found bool
+	hops  int
+	took  time.Duration
+}
+
+type searchTracker struct {
+	first   uint64 // id of qs[0]
+	qs      []*searchQuery
+	kinds   map[string]uint64
+	upkeep  uint64
+	upbytes uint64
+	net     *overlayNet
+}
+
+func (t *searchTracker) get(id uint64) *searchQuery {
+	if id < t.first || id-t.first >= uint64(len(t.qs)) {
+		return nil
+	}
+	return t.qs[id-t.first]
+}
+
+func (t *searchTracker) send(layer int, msg proto.Message) {
+	if layer != 1 {
+		return
+	}
+	m := msg.(*search.Message)
+	t.kinds[m.Kind()]++
+	id, ok := m.SearchID()
+	if !ok {
+		t.upkeep++
+		t.upbytes += uint64(proto.Size(m))
+		return
+	}
+	if q := t.get(id); q != nil {
+		q.msgs++
+		if m.GetQuery() != nil {
+			q.qmsgs++
+		}
+	}
+}
+
+func (t *searchTracker) event(now time.Time, _ int, ev protocols.Output) {
+	var id uint64
+	found, hops := false, 0
+	switch e := ev.(type) {
+	case search.Found:
+		id, found, hops = e.ID, true, e.Hops
+	case search.NotFound:
+		id = e.ID
+	default:
+		return
+	}
+	if q := t.get(id); q != nil && !q.done {
+		q.done, q.found, q.hops, q.took = true, found, hops, now.Sub(q.at)
+	}
+}
+
+func runSearch(args []string, prog *progress) (any, []plotSpec, error) {
+	p, err := parseSearch(args)
+	if err != nil {
+		return nil, nil, err
+	}
+	res := searchResult{Experiment: "search", N: p.n, Seed: p.seed, Membership: p.membership, Items: p.items, LatencyMs: virtualMs(p.latency)}
+	for _, name := range p.protocols {
+		r, err := searchOnce(p, name, prog)
+		if err != nil {
+			return nil, nil, err
+		}
+		res.Runs = append(res.Runs, r)
+	}
+	return res, searchPlots(res), nil
+}
+
+// searchCore returns the constructor of a protocol's core, its settle time after a
+// change of the published items, and its config for the record.
+func searchCore(p searchParams, name string) (newCore func(id peer.ID, rng *rand.Rand) (protocols.Core, error), settle time.Duration, desc, label string) {
+	switch name {
+	case "kwalker":
+		cfg := search.KWalkerConfig{TTL: p.ttl, Walkers: p.walkers}.WithDefaults()
+		return func(id peer.ID, rng *rand.Rand) (protocols.Core, error) { return search.NewKWalker(id, cfg, rng) }, time.Second,
+			fmt.Sprintf("walkers %d, ttl %d, check every %d", cfg.Walkers, cfg.TTL, cfg.CheckEvery),
+			fmt.Sprintf("kwalker (k=%d, ttl %d)", cfg.Walkers, cfg.TTL)
+	case "abloom":
+		cfg := search.ABloomConfig{TTL: p.ttl}.WithDefaults()
+		return func(id peer.ID, rng *rand.Rand) (protocols.Core, error) { return search.NewABloom(id, cfg, rng) },
+			time.Duration(cfg.Depth+1) * cfg.Period,
+			fmt.Sprintf("depth %d, %d bits x %d hashes, period %v, ttl %d, walkers %d", cfg.Depth, cfg.Bits, cfg.Hashes, cfg.Period, cfg.TTL, cfg.Walkers),
+			fmt.Sprintf("abloom (d=%d, ttl %d)", cfg.Depth, cfg.TTL)
+	default:
+		ttl := p.floodTTL
+		if ttl == 0 {
+			ttl = search.KWalkerConfig{TTL: p.ttl}.WithDefaults().TTL
+		}
+		cfg := search.FloodConfig{TTL: ttl}.WithDefaults()
+		return func(id peer.ID, rng *rand.Rand) (protocols.Core, error) { return search.NewFlood(id, cfg, rng) }, time.Second,
+			fmt.Sprintf("ttl %d", cfg.TTL), fmt.Sprintf("flood (ttl %d)", cfg.TTL)
+	}
+}
+
+func searchOnce(p searchParams, name string, prog *progress) (searchRun, error) {
+	newCore, settle, desc, label := searchCore(p, name)
+	t := &searchTracker{kinds: map[string]uint64{}}
+	up := &upperLayer{
+		layer: sim.Layer{NewMessage: func() proto.Message { return new(search.Message) }, Kind: func(m proto.Message) string { return m.(*search.Message).Kind() }},
+		// Node i's membership core draws from NodeRand(seed, i); its search core from
+		// NodeRand(seed, n+i).
+		newCore: func(i int, id peer.ID) (protocols.Core, error) { return newCore(id, sim.NodeRand(p.seed, p.n+i)) },
+		onEvent: t.event,
+		onSend:  t.send,
+	}
+	mp := membershipParams{n: p.n, seed: p.seed, joinGap: p.joinGap, latency: p.latency, notify: true}
+	net, err := buildStack(mp, p.membership, up, prog)
+	if err != nil {
+		return searchRun{}, fmt.Errorf("%s over %s: %w", name, p.membership, err)
+	}
+	t.net = net
+	s := net.s
+	for c := 0; c < p.warmup; c++ {
+		s.RunFor(net.cycle)
+		prog.update("%s: warm-up cycle %d of %d", name, c+1, p.warmup)
+	}
+	run := searchRun{Protocol: name, Config: desc, label: label}
+	rng := rand.New(rand.NewPCG(p.seed, 0x5ea4c))
+	queries := p.queries
+	if name == "flood" {
+		queries = p.floodQueries
+	}
+	var nextID uint64
+	for li, r := range p.replicas {
+		k := p.count(r)
+		// Place the items of this level.
+		clear(t.kinds)
+		t.upkeep, t.upbytes = 0, 0
+		placed := s.Now()
+		holders := make([][]int, p.items)
+		held := make([]map[int]bool, p.items)
+		for j := range holders {
+			key := fmt.Sprintf("level%d-item%d", li, j)
+			holders[j] = rng.Perm(p.n)[:k]
+			held[j] = map[int]bool{}
+			for _, i := range holders[j] {
+				held[j][i] = true
+				_ = s.InputLayer(net.ids[i], 1, protocols.Call{Req: search.Publish{Key: key, Data: []byte("data of " + key)}})
+			}
+		}
+		s.RunFor(settle)
+		// The queries, one every gap.
+		t.first = nextID + 1
+		t.qs = make([]*searchQuery, queries)
+		for q := 0; q < queries; q++ {
+			j := rng.IntN(p.items)
+			origin := rng.IntN(p.n)
+			for held[j][origin] {
+				origin = rng.IntN(p.n)
+			}
+			nextID++
+			t.qs[q] = &searchQuery{at: s.Now()}
+			key := fmt.Sprintf("level%d-item%d", li, j)
+			_ = s.InputLayer(net.ids[origin], 1, protocols.Call{Req: search.Search{ID: nextID, Key: key}})
+			s.RunFor(p.gap)
+			prog.update("%s, %d replicas: query %d of %d", name, k, q+1, queries)
+		}
+		// Every search ends within its timeout (10 s); walkers still out stop at their
+		// next check.
+		s.RunFor(search.KWalkerConfig{}.WithDefaults().Timeout + 2*time.Second)
+		elapsed := s.Now().Sub(placed).Seconds()
+		run.Levels = append(run.Levels, levelFigures(t, r, k, p.n, elapsed))
+		// Withdraw the level's items before the next one.
+		for j := range holders {
+			key := fmt.Sprintf("level%d-item%d", li, j)
+			for _, i := range holders[j] {
+				_ = s.InputLayer(net.ids[i], 1, protocols.Call{Req: search.Unpublish{Key: key}})
+			}
+		}
+		s.RunFor(settle)
+		lv := run.Levels[len(run.Levels)-1]
+		prog.update("%s, %d replicas: success %.4f, %.1f msgs/query", name, k, lv.Success, lv.MsgsMean)
+	}
+	st := s.Stats()
+	run.Sim = simSummary{Events: st.Events, Messages: st.Sent.Msgs, Bytes: st.Sent.Bytes, PeerDowns: st.PeerDowns}
+	return run, nil
+}
+
+func levelFigures(t *searchTracker, r float64, k, n int, elapsed float64) searchLevel {
+	lv := searchLevel{Replication: round4(float64(k) / float64(n)), Replicas: k, Queries: len(t.qs), ByKind: maps(t.kinds)}
+	var msgs, hops, took []float64
+	var qm float64
+	found := 0
+	for _, q := range t.qs {
+		msgs = append(msgs, float64(q.msgs))
+		qm += float64(q.qmsgs)
+		switch {
+		case !q.done:
+			lv.Unanswered++
+		case q.found:
+			found++
+			hops = append(hops, float64(q.hops))
+			took = append(took, virtualMs(q.took))
+		default:
+			lv.NotFound++
+		}
+	}
+	_ = r
+	lv.Success = round4(float64(found) / float64(len(t.qs)))
+	lv.MsgsMean = round3(mean(msgs))
+	lv.QueryMsgs = round3(qm / float64(len(t.qs)))
+	slices.Sort(msgs)
+	slices.Sort(hops)
+	slices.Sort(took)
+	lv.MsgsP50, lv.MsgsP99 = rankPercentile(msgs, 0.5), rankPercentile(msgs, 0.99)
+	lv.HopsMean = round3(mean(hops))
+	lv.HopsP50, lv.HopsP99 = rankPercentile(hops, 0.5), rankPercentile(hops, 0.99)
+	lv.TimeP50, lv.TimeP99 = round3(rankPercentile(took, 0.5)), round3(rankPercentile(took, 0.99))
+	if elapsed > 0 {
+		lv.UpkeepMsgs = round4(float64(t.upkeep) / float64(n) / elapsed)
+		lv.UpkeepBytes = round3(float64(t.upbytes) / float64(n) / elapsed)
+	}
+	return lv
+}
+
+func maps(m map[string]uint64) map[string]uint64 {
+	c := make(map[string]uint64, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
+
+func mean(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	var s float64
+	for _, x := range xs {
+		s += x
+	}
+	return s / float64(len(xs))
+}
+
+// searchPlots: success rate, messages per query and hops against the replication
+// ratio, one line per protocol.
+func searchPlots(res searchResult) []plotSpec {
+	title := fmt.Sprintf("N=%d, %s", res.N, res.Membership)
+	var specs []plotSpec
+	for _, f := range []struct {
+		file, title, y string
+		log            bool
+		at             func(searchLevel) float64
+	}{
+		{"search-success.svg", "Success rate", "queries answered", false, func(l searchLevel) float64 { return l.Success }},
+		{"search-messages.svg", "Messages per query (mean)", "messages per query (log scale)", true, func(l searchLevel) float64 { return max(l.MsgsMean, 0.1) }},
+		{"search-hops.svg", "Hops to the answer (mean)", "hops", false, func(l searchLevel) float64 { return l.HopsMean }},
+	} {
+		pl := newPlot(f.title+": "+title, "replication (% of the nodes holding the item, log scale)", f.y)
+		var xs []float64
+		top, low := 0.0, 1.0
+		for _, r := range res.Runs {
+			for _, l := range r.Levels {
+				if !slices.Contains(xs, l.Replication*100) {
+					xs = append(xs, l.Replication*100)
+				}
+				top, low = max(top, f.at(l)), min(low, f.at(l))
+			}
+		}
+		pl.X.Scale = plot.LogScale{}
+		pl.X.Tick.Marker = valueTicks(xs)
+		switch {
+		case f.log:
+			pl.Y.Scale = plot.LogScale{}
+			pl.Y.Tick.Marker = decadeTicks{}
+			pl.Y.Max = top * 30 // room for the legend above the highest line
+			pl.Legend.Top = true
+		case f.file == "search-hops.svg":
+			pl.Legend.Top = true
+			pl.Legend.XOffs = vg.Points(230) // top right, above the flat tails
+			pl.Y.Min, pl.Y.Max = 0, top*1.4
+		default: // success
+			pl.Legend.XOffs = vg.Points(230) // bottom right, below the lines near 1
+			pl.Y.Min, pl.Y.Max = max(0, low-(1-low)*0.3-0.002), 1+(1-low)*0.05+0.0005
+			pl.Y.Tick.Marker = roundTicks{}
+		}
+		for i, r := range res.Runs {
+			pts := make(plotter.XYs, len(r.Levels))
+			for k, l := range r.Levels {
+				pts[k] = plotter.XY{X: l.Replication * 100, Y: f.at(l)}
+			}
+			l, sc, err := plotter.NewLinePoints(pts)
+			if err != nil {
+				continue
+			}
+			l.Color, sc.Color = plotutil.Color(i), plotutil.Color(i)
+			l.Width = vg.Points(1.5)
+			sc.Shape = plotutil.Shape(i)
+			pl.Add(l, sc)
+			pl.Legend.Add(r.label, l, sc)
+		}
+		specs = append(specs, plotSpec{f.file, saver(pl)})
+	}
+	return specs
+}
+
+// valueTicks labels an axis at the given values only.
+type valueTicks []float64
+
+func (v valueTicks) Ticks(lo, hi float64) []plot.Tick {
+	var ts []plot.Tick
+	for _, x := range v {
+		if x >= lo && x <= hi {
+			ts = append(ts, plot.Tick{Value: x, Label: strconv.FormatFloat(x, 'g', 4, 64)})
+		}
+	}
+	return ts
+}

@@ -1,0 +1,3 @@
+package search
+
+//go:generate protoc --go_out=. --go_opt=paths=source_relative search.proto
