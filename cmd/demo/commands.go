@@ -19,6 +19,12 @@ const commandsHelp = `Commands (one per line on standard input):
                    aggregate mean|min|max|count <value> (epoch E, cycle C)
   set V            set this peer's value (mean, min, max) from the next epoch
   sample           a peer drawn uniformly at random: sample <peer-id> <addrs...>
+  publish ID TEXT  make TEXT findable by others under ID (replaces what ID had)
+  unpublish ID     stop answering searches for ID
+  search ID        find ID in the network (at most 10 s):
+                   found <id> from <peer-id> (hops H): <text>
+  cluster          the clustered neighbours, best ranked first:
+                   cluster (<count>): then cluster <peer-id> rank <rank> for each
   quit             leave the network and exit
   help             this list
 Each command ends with "ok <command>" or "error <command>: <why>".
@@ -75,7 +81,7 @@ func (n *node) command(ctx context.Context, line string) (quit bool) {
 		n.printAddrs(true)
 	case "quit", "exit":
 		return true
-	case "aggregate", "aggregates", "set", "sample":
+	case "aggregate", "aggregates", "set", "sample", "publish", "unpublish", "search", "cluster":
 		if _, err := n.serviceCommand(ctx, name, rest); err != nil {
 			n.out.line("error %s: %s", name, oneLine(err.Error()))
 			return false
@@ -83,7 +89,7 @@ func (n *node) command(ctx context.Context, line string) (quit bool) {
 	case "help":
 		n.out.lines(strings.Split(strings.TrimRight(commandsHelp, "\n"), "\n"))
 	default:
-		n.out.line("error %s: unknown command; use neighbours | broadcast TEXT | peers | addrs | aggregate | set V | sample | quit", oneLine(name))
+		n.out.line("error %s: unknown command; use neighbours | broadcast TEXT | peers | addrs | aggregate | set V | sample | publish ID TEXT | unpublish ID | search ID | cluster | quit", oneLine(name))
 		return false
 	}
 	n.out.line("ok %s", name)

@@ -22,6 +22,11 @@ import (
 //	GET  /addrs       {"id": "12D3...", "addrs": ["/ip4/.../p2p/12D3..."]}
 //	POST /broadcast   body: the text; answers {"ok": "broadcast"}, or an error status and
 //	                  {"error": "..."}
+//	GET  /aggregate, POST /set (body: the value), GET /sample
+//	POST /publish/{id} body: the data; answers {"ok": "publish"}. POST /unpublish/{id}
+//	GET  /search/{id} {"id": "x", "data": "...", "from": "12D3...", "hops": 2}, or 404 and
+//	                  {"error": "..."} when not found
+//	GET  /cluster     {"count": 5, "neighbours": [{"id": "12D3...", "addrs": [...], "rank": 0.4}]}
 //	GET  /metrics     Prometheus text: libp2p_* (libp2p's) and unsserv_* (the services')
 
 type neighbourJSON struct {

@@ -35,6 +35,7 @@ type nodeConfig struct {
 	httpAddr    string          // serve the HTTP/JSON endpoint and /metrics here ("": no)
 	joinTimeout time.Duration   // bound on JoinNetwork
 	value       float64         // this peer's value for the aggregates
+	rank        string          // the clustering rank: rtt or port (see demoRank)
 	hostOptions []host.Option   // more options for host.New (relay mode)
 	lines       func() []string // more lines to print after "joined network" (relay mode)
 }
@@ -53,6 +54,8 @@ type node struct {
 	di   *unsserv.Dissemination
 	aggs []*unsserv.Aggregation // mean, min, max, count of the local value
 	sa   *unsserv.Sampling
+	se   *unsserv.Search
+	cl   *unsserv.Clustering  // clustered by cfg.rank
 	reg  *prometheus.Registry // nil without -http
 	out  *printer
 

@@ -45,6 +45,7 @@ func runPeer(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	httpAddr := fs.String("http", "", "serve the HTTP/JSON endpoint and Prometheus /metrics on this `address`, e.g. 127.0.0.1:8080 (empty: no HTTP)")
 	profileName := fs.String("profile", "stable", "stable (HyParView, Plumtree) or extreme (Newscast, LPBCast)")
 	value := fs.Float64("value", 1, "this peer's value for the network-wide aggregates (mean, min, max); the command set V changes it")
+	rank := fs.String("rank", "rtt", "the clustering service's rank: "+rankNames)
 	joinTimeout := fs.Duration("join-timeout", 30*time.Second, "give up joining through the bootstrap peers after this long")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -64,7 +65,7 @@ func runPeer(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	n, err := startNode(ctx, nodeConfig{
 		listen: splitList(*listen), keyFile: *keyFile, network: *network, profile: profile,
 		bootstrap: splitList(*bootstrap), relays: relayInfos, httpAddr: *httpAddr,
-		joinTimeout: *joinTimeout, value: *value,
+		joinTimeout: *joinTimeout, value: *value, rank: *rank,
 	}, out)
 	if err != nil {
 		return err

@@ -17,7 +17,7 @@ import (
 // values, and the network's size.
 var demoAggregates = []unsserv.AggregateType{unsserv.Mean, unsserv.Min, unsserv.Max, unsserv.Count}
 
-// startServices starts the aggregation and sampling services of a node, after its
+// startServices starts the aggregation, sampling, search and clustering services of a node, after its
 // membership and dissemination.
 func (n *node) startServices(ctx context.Context) error {
 	for _, typ := range demoAggregates {
@@ -32,11 +32,12 @@ func (n *node) startServices(ctx context.Context) error {
 		return fmt.Errorf("sampling: %w", err)
 	}
 	n.sa = sa
-	return nil
+	return n.startSearchAndClustering(ctx)
 }
 
-// stopServices leaves the aggregation and sampling services.
+// stopServices leaves the aggregation, sampling, search and clustering services.
 func (n *node) stopServices() {
+	n.stopSearchAndClustering()
 	for _, ag := range n.aggs {
 		if err := ag.Leave(); err != nil {
 			log.Warnw("leave aggregation", "err", err)
@@ -114,8 +115,8 @@ func sampleLine(s unsserv.Node) string {
 	return strings.TrimSpace("sample " + s.ID.String() + " " + strings.Join(addrs, " "))
 }
 
-// serviceCommand runs the aggregate, set and sample commands; ok is false for other
-// commands.
+// serviceCommand runs the aggregate, set and sample commands, and the search and
+// clustering ones; handled is false for other commands.
 func (n *node) serviceCommand(ctx context.Context, name, rest string) (handled bool, err error) {
 	switch name {
 	case "aggregate", "aggregates":
@@ -129,13 +130,15 @@ func (n *node) serviceCommand(ctx context.Context, name, rest string) (handled b
 		}
 		n.out.line("%s", sampleLine(s))
 	default:
-		return false, nil
+		return n.searchCommand(ctx, name, rest)
 	}
 	return true, err
 }
 
-// serviceHandlers adds GET /aggregate, POST /set and GET /sample to mux.
+// serviceHandlers adds GET /aggregate, POST /set and GET /sample, and the search and
+// clustering handlers, to mux.
 func (n *node) serviceHandlers(mux *http.ServeMux) {
+	n.searchHandlers(mux)
 	mux.HandleFunc("GET /aggregate", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.aggregates())
 	})

@@ -100,6 +100,8 @@ type tourPeer struct {
 	count *unsserv.Aggregation // the network's size
 	mean  *unsserv.Aggregation // the mean of the peers' numbers (peerK has K)
 	sa    *unsserv.Sampling
+	se    *unsserv.Search
+	cl    *unsserv.Clustering // clustered by port distance
 }
 
 // runTour starts n peers on loopback, prints how their neighbours settle and how
@@ -151,6 +153,12 @@ func runTour(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			}
 			if p.sa != nil {
 				_ = p.sa.Leave()
+			}
+			if p.se != nil {
+				_ = p.se.Leave()
+			}
+			if p.cl != nil {
+				_ = p.cl.Leave()
 			}
 		}
 		for _, p := range peers {
@@ -210,6 +218,17 @@ func runTour(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if p.sa, err = unsserv.NewSampling(ctx, p.m, *network); err != nil {
 			return err
 		}
+		if p.se, err = unsserv.NewSearch(ctx, p.m, *network); err != nil {
+			return err
+		}
+		// Clustered by the distance between TCP ports, the quickstart's example.
+		port, ok := firstPort(h.Addrs())
+		if !ok {
+			return fmt.Errorf("%s listens on no port", p.name)
+		}
+		if p.cl, err = unsserv.NewClustering(ctx, p.m, *network, portDistance(port)); err != nil {
+			return err
+		}
 		// Registered after the dissemination service's own handler, so when this
 		// runs, the broadcast core has been handed the same neighbours.
 		p.m.OnNeighboursChanged(func(ns []unsserv.Node) {
@@ -244,6 +263,7 @@ func runTour(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case <-ctx.Done():
 	case <-time.After(tourAgain):
 		tourServices(ctx, out, peers, nameOf)
+		tourSearch(ctx, out, peers, nameOf)
 	}
 	<-ctx.Done()
 	out.line("stopping")
@@ -283,4 +303,36 @@ func tourBroadcast(ctx context.Context, out *printer, p *tourPeer, text string) 
 	if err := p.di.Broadcast(ctx, []byte(text)); err != nil && ctx.Err() == nil {
 		out.line("%s could not broadcast: %v", p.name, err)
 	}
+}
+
+// tourSearch publishes on peer0 and searches from the last peer, then prints peer0's
+// clustered neighbours (ranked by port distance) next to its plain ones.
+func tourSearch(ctx context.Context, out *printer, peers []*tourPeer, nameOf func(peer.ID) string) {
+	first, last := peers[0], peers[len(peers)-1]
+	const id, text = "tour.greeting", "found me"
+	if err := first.se.Publish(ctx, id, []byte(text)); err != nil {
+		out.line("%s could not publish: %v", first.name, err)
+		return
+	}
+	out.line("%s publishes %q under %s", first.name, text, id)
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	r, err := last.se.Search(sctx, id)
+	cancel()
+	if err != nil {
+		out.line("%s could not find %s: %v", last.name, id, err)
+	} else {
+		out.line("%s searches %s: %q from %s, %d hops away", last.name, id, r.Data, nameOf(r.From.ID), r.Hops)
+	}
+	sctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+	_, err = last.se.Search(sctx, "tour.missing")
+	cancel()
+	out.line("%s searches tour.missing: %v", last.name, err)
+
+	port, _ := firstPort(first.h.Addrs())
+	var ranked []string
+	for _, r := range first.cl.Ranked() {
+		p, _ := firstPort(r.Addrs)
+		ranked = append(ranked, fmt.Sprintf("%s(port %d, rank %g)", nameOf(r.ID), p, r.Rank))
+	}
+	out.line("%s (port %d) clustered by port distance: [%s]", first.name, port, strings.Join(ranked, " "))
 }
