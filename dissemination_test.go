@@ -324,7 +324,8 @@ func TestSlowHandlerOverflowReported(t *testing.T) {
 	}
 	defer src.Leave()
 	handled := make(chan struct{}, 100)
-	dst, err := NewDissemination(ctx, b, "slow", func([]byte) { <-release; handled <- struct{}{} }, DeliveryQueue(2),
+	entered := make(chan struct{}, 100)
+	dst, err := NewDissemination(ctx, b, "slow", func([]byte) { entered <- struct{}{}; <-release; handled <- struct{}{} }, DeliveryQueue(2),
 		OnError(func(err error) {
 			if errors.Is(err, ErrDeliveryOverflow) {
 				mu.Lock()
@@ -339,6 +340,15 @@ func TestSlowHandlerOverflowReported(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		if err := src.Broadcast(ctx, []byte{byte(i)}); err != nil {
 			t.Fatal(err)
+		}
+		if i == 0 {
+			// The first is in the handler before the others come (else it may still be
+			// queued when they do, and one more is dropped).
+			select {
+			case <-entered:
+			case <-ctx.Done():
+				t.Fatal("the first broadcast never reached the handler")
+			}
 		}
 	}
 	// 1 in the handler, 2 queued, 7 dropped.

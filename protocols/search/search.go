@@ -504,7 +504,11 @@ func (b *base) onExhausted(_ peer.ID, e *Exhausted) {
 	p.walkers[e.GetWalker()] = true
 	p.left--
 	if p.left == 0 {
-		b.notFound(p.id, p.key, "every walker used its TTL of hops without finding it ("+strconv.Itoa(len(p.walkers))+" walkers)")
+		what := "every walker used its TTL of hops without finding it (" + strconv.Itoa(len(p.walkers)) + " walkers)"
+		if len(p.walkers) == 1 {
+			what = "the query used its TTL of hops without finding it"
+		}
+		b.notFound(p.id, p.key, what)
 	}
 }
 
