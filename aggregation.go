@@ -277,7 +277,7 @@ func NewAggregation(ctx context.Context, o Overlay, id string, value float64, ty
 	go a.forwarder()
 	go func() { // see Dissemination: neighbours the core dropped come back
 		defer a.wg.Done()
-		resync(a.ctx.Done(), protoSub, a.o, AggregationProtocol(a.id), func() { _ = a.updateNeighbours(a.ctx) })
+		resync(a.ctx.Done(), protoSub, a.o, AggregationProtocol(a.id), func() { _ = a.updateNeighbours(a.ctx) }, nil)
 	}()
 	if err := a.svc.Post(ctx, protocols.Start{}); err != nil {
 		_ = a.Leave()

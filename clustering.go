@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/event"
 	p2phost "github.com/libp2p/go-libp2p/core/host"
@@ -77,7 +76,8 @@ type ClusteringStats struct {
 // Clustering is an overlay whose neighbours are biased by a rank the application
 // gives: T-Man (Extreme) or X-BOT (Stable) running as the stream protocol
 // /unsserv/clustering/<id> over another overlay (a *Membership, or another
-// *Clustering). It is itself an Overlay, so every service can run over it.
+// *Clustering). It is itself an Overlay, so every service can run over it. Its
+// neighbours are listed best ranked first (as the protocol last ranked them).
 type Clustering struct {
 	o         Overlay
 	h         p2phost.Host
@@ -95,16 +95,10 @@ type Clustering struct {
 	nmu      sync.Mutex // serialises neighbour updates to the core
 	stopNeig func()
 
-	mu         sync.Mutex
-	closed     bool
-	neighbours []Node
-	changed    chan struct{} // closed and replaced at every change
-	handlers   map[int]func([]Node)
-	nextID     int
+	neighbourSet // Neighbours (best ranked first), OnNeighboursChanged, WaitReady
 
-	notify chan struct{}
-	stop   chan struct{}
-	wg     sync.WaitGroup
+	stop chan struct{}
+	wg   sync.WaitGroup
 }
 
 var _ Overlay = (*Clustering)(nil)
@@ -156,13 +150,11 @@ func NewClustering(ctx context.Context, o Overlay, id string, rank func(Node) fl
 	}
 	c := &Clustering{
 		o: o, h: h, id: id, profile: profile, meta: meta, rank: rank,
-		addrs:    map[string][]ma.Multiaddr{},
-		metas:    map[peer.ID][]byte{},
-		changed:  make(chan struct{}),
-		handlers: map[int]func([]Node){},
-		notify:   make(chan struct{}, 1),
-		stop:     make(chan struct{}),
+		addrs: map[string][]ma.Multiaddr{},
+		metas: map[peer.ID][]byte{},
+		stop:  make(chan struct{}),
 	}
+	c.neighbourSet.init("clustered neighbours in " + id)
 	rng := newRand(opt.seed)
 	var core protocols.Core
 	switch profile {
@@ -200,8 +192,19 @@ func NewClustering(ctx context.Context, o Overlay, id string, rank func(Node) fl
 		return fail(err)
 	}
 	c.wg.Add(2)
-	go c.notifier()
-	go c.watch(sub)
+	go func() {
+		defer c.wg.Done()
+		c.notifier(c.stop)
+	}()
+	go func() {
+		defer c.wg.Done()
+		// A new signed record when the host's addresses change; the overlay's neighbours
+		// again when one starts the service and every resyncPeriod (the core stops using
+		// a neighbour a send failed to until then).
+		resync(c.stop, sub, c.o, ClusteringProtocol(c.id),
+			func() { _ = c.updateNeighbours(context.Background()) },
+			func() { _ = c.updateSelf(context.Background()) })
+	}()
 	c.stopNeig = o.OnNeighboursChanged(func(ns []Node) { _ = c.updateNeighbours(context.Background()) })
 	if err := c.updateNeighbours(ctx); err != nil {
 		return fail(err)
@@ -262,37 +265,6 @@ func (c *Clustering) updateNeighbours(ctx context.Context) error {
 	return c.svc.Post(ctx, protocols.Neighbours{Peers: ids})
 }
 
-// watch hands the core a new signed record when the host's addresses change, and the
-// overlay's neighbours again when one of them starts the service and every
-// resyncPeriod (the core drops a peer whose send failed).
-func (c *Clustering) watch(sub event.Subscription) {
-	defer c.wg.Done()
-	defer sub.Close()
-	pid := ClusteringProtocol(c.id)
-	tick := time.NewTicker(resyncPeriod)
-	defer tick.Stop()
-	for {
-		select {
-		case <-c.stop:
-			return
-		case <-tick.C:
-			_ = c.updateNeighbours(context.Background())
-		case ev, ok := <-sub.Out():
-			if !ok {
-				return
-			}
-			switch e := ev.(type) {
-			case event.EvtLocalAddressesUpdated:
-				_ = c.updateSelf(context.Background())
-			case event.EvtPeerProtocolsUpdated:
-				if neighbourStarted(c.o, pid, e) {
-					_ = c.updateNeighbours(context.Background())
-				}
-			}
-		}
-	}
-}
-
 // coreRank is the rank the core calls: the node as the application sees it, ranked by
 // the application's function, NaN taken as +Inf.
 func (c *Clustering) coreRank(n clustering.Node) float64 {
@@ -351,51 +323,7 @@ func (c *Clustering) onEvent(out protocols.Output) {
 	}
 	c.rmu.Unlock()
 	c.changes.Add(1)
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return
-	}
-	c.neighbours = ns
-	close(c.changed)
-	c.changed = make(chan struct{})
-	c.mu.Unlock()
-	select {
-	case c.notify <- struct{}{}:
-	default:
-	}
-}
-
-// notifier calls the handlers with the latest neighbours, one call at a time.
-func (c *Clustering) notifier() {
-	defer c.wg.Done()
-	for {
-		select {
-		case <-c.stop:
-			return
-		case <-c.notify:
-		}
-		c.mu.Lock()
-		ns := c.neighbours
-		hs := make([]func([]Node), 0, len(c.handlers))
-		for i := 0; i < c.nextID; i++ {
-			if f, ok := c.handlers[i]; ok {
-				hs = append(hs, f)
-			}
-		}
-		c.mu.Unlock()
-		for _, f := range hs {
-			f(slices.Clone(ns))
-		}
-	}
-}
-
-// Neighbours returns the clustered neighbours, best ranked first (as the protocol last
-// ranked them).
-func (c *Clustering) Neighbours() []Node {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.neighbours)
+	c.set(ns)
 }
 
 // Ranked returns the clustered neighbours with their ranks now, best first.
@@ -419,59 +347,13 @@ func (c *Clustering) Ranked() []RankedNode {
 	return rs
 }
 
-// OnNeighboursChanged calls f with the clustered neighbours every time they change
-// (see Overlay). After Leave it does nothing.
-func (c *Clustering) OnNeighboursChanged(f func([]Node)) (stop func()) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed || f == nil {
-		return func() {}
-	}
-	id := c.nextID
-	c.nextID++
-	c.handlers[id] = f
-	return func() {
-		c.mu.Lock()
-		delete(c.handlers, id)
-		c.mu.Unlock()
-	}
-}
-
-// WaitReady blocks until there are at least n clustered neighbours. It returns
-// ErrClosed after Leave, and ctx's error (with the count reached) when ctx ends first.
-func (c *Clustering) WaitReady(ctx context.Context, n int) error {
-	for {
-		c.mu.Lock()
-		closed, have, ch := c.closed, len(c.neighbours), c.changed
-		c.mu.Unlock()
-		if closed {
-			return ErrClosed
-		}
-		if have >= n {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("wait for %d clustered neighbours in %s: %d so far: %w", n, c.id, have, ctx.Err())
-		}
-	}
-}
-
 // Leave says goodbye to the clustered neighbours, stops the protocol and releases its
 // streams and goroutines. The overlay below and the host stay up. Calling it again
 // returns nil.
 func (c *Clustering) Leave() error {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
+	if !c.close() {
 		return nil
 	}
-	c.closed = true
-	c.handlers = map[int]func([]Node){}
-	close(c.changed)
-	c.changed = make(chan struct{})
-	c.mu.Unlock()
 	if c.stopNeig != nil {
 		c.stopNeig()
 	}
@@ -480,9 +362,7 @@ func (c *Clustering) Leave() error {
 	err := c.svc.Close(ctx)
 	close(c.stop)
 	c.wg.Wait()
-	c.mu.Lock()
-	c.neighbours = nil
-	c.mu.Unlock()
+	c.clear()
 	return err
 }
 
@@ -500,8 +380,6 @@ func (c *Clustering) Algorithm() string { return c.algorithm }
 
 // Stats returns the service's counters.
 func (c *Clustering) Stats() ClusteringStats {
-	c.mu.Lock()
-	n := len(c.neighbours)
-	c.mu.Unlock()
+	n := len(c.Neighbours())
 	return ClusteringStats{Algorithm: c.algorithm, Service: c.svc.Stats(), Neighbours: n, ViewChanges: c.changes.Load()}
 }

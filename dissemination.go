@@ -347,7 +347,7 @@ func NewDissemination(ctx context.Context, o Overlay, id string, handler func([]
 	// again: resync passes them when it starts the service and every resyncPeriod.
 	go func() {
 		defer di.wg.Done()
-		resync(di.stop, protoSub, di.o, DisseminationProtocol(di.id), func() { _ = di.updateNeighbours(context.Background()) })
+		resync(di.stop, protoSub, di.o, DisseminationProtocol(di.id), func() { _ = di.updateNeighbours(context.Background()) }, nil)
 	}()
 	// Neighbour changes reach the core in order: each update reads the overlay's
 	// current set under nmu.

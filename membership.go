@@ -27,7 +27,8 @@ import (
 const leaveTimeout = 5 * time.Second
 
 // Membership is this node's membership of one network: HyParView (Stable) or Newscast
-// (Extreme) running as the stream protocol /unsserv/membership/<network id>.
+// (Extreme) running as the stream protocol /unsserv/membership/<network id>. Its
+// neighbours are HyParView's active view, or Newscast's cache.
 type Membership struct {
 	h       p2phost.Host
 	id      string
@@ -35,16 +36,10 @@ type Membership struct {
 	meta    []byte
 	svc     *host.Service
 
-	mu         sync.Mutex
-	closed     bool
-	neighbours []Node
-	changed    chan struct{} // closed and replaced at every change
-	handlers   map[int]func([]Node)
-	nextID     int
+	neighbourSet // Neighbours, OnNeighboursChanged, WaitReady
 
-	notify chan struct{} // wakes the notifier goroutine
-	stop   chan struct{} // closed by Leave
-	wg     sync.WaitGroup
+	stop chan struct{} // closed by Leave
+	wg   sync.WaitGroup
 }
 
 var _ Overlay = (*Membership)(nil)
@@ -96,11 +91,9 @@ func JoinNetwork(ctx context.Context, h p2phost.Host, networkID string, opts ...
 
 	m := &Membership{
 		h: h, id: networkID, profile: o.profile, meta: o.meta,
-		changed:  make(chan struct{}),
-		handlers: make(map[int]func([]Node)),
-		notify:   make(chan struct{}, 1),
-		stop:     make(chan struct{}),
+		stop: make(chan struct{}),
 	}
+	m.neighbourSet.init("neighbours in " + networkID)
 	pid := MembershipProtocol(networkID)
 	m.svc, err = host.NewService(h, core, host.ServiceConfig{
 		Protocol:       pid,
@@ -128,7 +121,10 @@ func JoinNetwork(ctx context.Context, h p2phost.Host, networkID string, opts ...
 		return nil, fmt.Errorf("join network %s: %w", networkID, err)
 	}
 	m.wg.Add(2)
-	go m.notifier()
+	go func() {
+		defer m.wg.Done()
+		m.notifier(m.stop)
+	}()
 	go m.watchAddrs(addrSub)
 	return m, nil
 }
@@ -200,15 +196,7 @@ func (m *Membership) onEvent(out protocols.Output) {
 	for _, d := range ev.Nodes {
 		ns = append(ns, m.toNode(d))
 	}
-	m.mu.Lock()
-	m.neighbours = ns
-	close(m.changed)
-	m.changed = make(chan struct{})
-	m.mu.Unlock()
-	select {
-	case m.notify <- struct{}{}:
-	default:
-	}
+	m.set(ns)
 }
 
 // toNode turns a descriptor (already verified by the runtime) into a Node.
@@ -225,30 +213,6 @@ func (m *Membership) toNode(d *membership.Node) Node {
 		n.Addrs = m.h.Peerstore().Addrs(n.ID)
 	}
 	return n
-}
-
-// notifier calls the handlers with the latest neighbours, one call at a time.
-func (m *Membership) notifier() {
-	defer m.wg.Done()
-	for {
-		select {
-		case <-m.stop:
-			return
-		case <-m.notify:
-		}
-		m.mu.Lock()
-		ns := m.neighbours
-		hs := make([]func([]Node), 0, len(m.handlers))
-		for i := 0; i < m.nextID; i++ {
-			if f, ok := m.handlers[i]; ok {
-				hs = append(hs, f)
-			}
-		}
-		m.mu.Unlock()
-		for _, f := range hs {
-			f(append([]Node(nil), ns...))
-		}
-	}
 }
 
 // watchAddrs hands the core a new signed record whenever the host's addresses change.
@@ -272,75 +236,19 @@ func (m *Membership) watchAddrs(sub event.Subscription) {
 	}
 }
 
-// Neighbours returns the current neighbours: HyParView's active view, or Newscast's
-// cache.
-func (m *Membership) Neighbours() []Node {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]Node(nil), m.neighbours...)
-}
-
-// OnNeighboursChanged calls f with the neighbours every time they change (see Overlay).
-// After Leave it does nothing.
-func (m *Membership) OnNeighboursChanged(f func([]Node)) (stop func()) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed || f == nil {
-		return func() {}
-	}
-	id := m.nextID
-	m.nextID++
-	m.handlers[id] = f
-	return func() {
-		m.mu.Lock()
-		delete(m.handlers, id)
-		m.mu.Unlock()
-	}
-}
-
-// WaitReady blocks until the node has at least n neighbours. It returns ErrClosed
-// after Leave, and ctx's error (with the count reached) when ctx ends first.
-func (m *Membership) WaitReady(ctx context.Context, n int) error {
-	for {
-		m.mu.Lock()
-		closed, have, ch := m.closed, len(m.neighbours), m.changed
-		m.mu.Unlock()
-		if closed {
-			return ErrClosed
-		}
-		if have >= n {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("wait for %d neighbours in %s: %d so far: %w", n, m.id, have, ctx.Err())
-		}
-	}
-}
-
 // Leave says goodbye to the neighbours, stops the protocol and releases its streams and
 // goroutines. The host stays up. Calling Leave again returns nil.
 func (m *Membership) Leave() error {
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
+	if !m.close() {
 		return nil
 	}
-	m.closed = true
-	m.handlers = map[int]func([]Node){}
-	close(m.changed)
-	m.changed = make(chan struct{})
-	m.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
 	defer cancel()
 	err := m.svc.Close(ctx)
 	close(m.stop)
 	m.wg.Wait()
-	m.mu.Lock()
-	m.neighbours = nil
-	m.mu.Unlock()
+	m.clear()
 	return err
 }
 

@@ -224,7 +224,15 @@ func NewSampling(ctx context.Context, o Overlay, id string, opts ...Option) (*Sa
 		return fail(err)
 	}
 	sa.wg.Add(1)
-	go sa.watch(sub)
+	go func() {
+		defer sa.wg.Done()
+		// A new signed record when the host's addresses change; the overlay's neighbours
+		// again when one starts the service and every resyncPeriod (the core stops using
+		// a neighbour a send failed to until then).
+		resync(sa.stop, sub, sa.o, SamplingProtocol(sa.id),
+			func() { _ = sa.updateNeighbours(context.Background()) },
+			func() { _ = sa.updateSelf(context.Background()) })
+	}()
 	sa.stopNeigh = o.OnNeighboursChanged(func([]Node) { _ = sa.updateNeighbours(context.Background()) })
 	if err := sa.updateNeighbours(ctx); err != nil {
 		return fail(err)
@@ -242,38 +250,6 @@ func (sa *Sampling) updateSelf(ctx context.Context) error {
 		meta = m.Meta()
 	}
 	return sa.svc.Post(ctx, protocols.SelfUpdated{Record: rec, Meta: meta})
-}
-
-// watch hands the core a new signed record when the host's addresses change, and the
-// overlay's neighbours again when a neighbour starts running this service and every
-// resyncPeriod: the core stops using a neighbour a send failed to (it may not have
-// started the service yet) until it speaks, or until the neighbours are passed again.
-func (sa *Sampling) watch(sub event.Subscription) {
-	defer sa.wg.Done()
-	defer sub.Close()
-	pid := SamplingProtocol(sa.id)
-	tick := time.NewTicker(resyncPeriod)
-	defer tick.Stop()
-	for {
-		select {
-		case <-sa.stop:
-			return
-		case <-tick.C:
-			_ = sa.updateNeighbours(context.Background())
-		case ev, ok := <-sub.Out():
-			if !ok {
-				return
-			}
-			switch e := ev.(type) {
-			case event.EvtLocalAddressesUpdated:
-				_ = sa.updateSelf(context.Background())
-			case event.EvtPeerProtocolsUpdated:
-				if neighbourStarted(sa.o, pid, e) {
-					_ = sa.updateNeighbours(context.Background())
-				}
-			}
-		}
-	}
 }
 
 func (sa *Sampling) updateNeighbours(ctx context.Context) error {

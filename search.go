@@ -260,7 +260,15 @@ func NewSearch(ctx context.Context, o Overlay, id string, opts ...Option) (*Sear
 		return fail(err)
 	}
 	s.wg.Add(1)
-	go s.watch(sub)
+	go func() {
+		defer s.wg.Done()
+		// A new signed record when the host's addresses change; the overlay's neighbours
+		// again when one starts the service and every resyncPeriod (the core stops using
+		// a neighbour a send failed to until then).
+		resync(s.stop, sub, s.o, SearchProtocol(s.id),
+			func() { _ = s.updateNeighbours(context.Background()) },
+			func() { _ = s.updateSelf(context.Background()) })
+	}()
 	s.stopNeigh = o.OnNeighboursChanged(func([]Node) { _ = s.updateNeighbours(context.Background()) })
 	if err := s.updateNeighbours(ctx); err != nil {
 		return fail(err)
@@ -279,37 +287,6 @@ func (s *Search) updateSelf(ctx context.Context) error {
 		return err
 	}
 	return s.svc.Post(ctx, protocols.SelfUpdated{Record: rec})
-}
-
-// watch hands the core a new signed record when the host's addresses change, and the
-// overlay's neighbours again when a neighbour starts running this service and every
-// resyncPeriod (the core stops using a neighbour a send failed to until then).
-func (s *Search) watch(sub event.Subscription) {
-	defer s.wg.Done()
-	defer sub.Close()
-	pid := SearchProtocol(s.id)
-	tick := time.NewTicker(resyncPeriod)
-	defer tick.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-tick.C:
-			_ = s.updateNeighbours(context.Background())
-		case ev, ok := <-sub.Out():
-			if !ok {
-				return
-			}
-			switch e := ev.(type) {
-			case event.EvtLocalAddressesUpdated:
-				_ = s.updateSelf(context.Background())
-			case event.EvtPeerProtocolsUpdated:
-				if neighbourStarted(s.o, pid, e) {
-					_ = s.updateNeighbours(context.Background())
-				}
-			}
-		}
-	}
 }
 
 func (s *Search) updateNeighbours(ctx context.Context) error {

@@ -29,9 +29,10 @@ func neighbourIDs(o Overlay) []peer.ID {
 }
 
 // resync calls update when a neighbour of o starts running pid (sub delivers
-// event.EvtPeerProtocolsUpdated) and every resyncPeriod, until done is closed or sub
-// ends. It closes sub.
-func resync(done <-chan struct{}, sub event.Subscription, o Overlay, pid protocol.ID, update func()) {
+// event.EvtPeerProtocolsUpdated) and every resyncPeriod, and self (when not nil) when
+// the host's addresses change (sub delivers event.EvtLocalAddressesUpdated), until
+// done is closed or sub ends. It closes sub.
+func resync(done <-chan struct{}, sub event.Subscription, o Overlay, pid protocol.ID, update, self func()) {
 	defer sub.Close()
 	tick := time.NewTicker(resyncPeriod)
 	defer tick.Stop()
@@ -45,8 +46,15 @@ func resync(done <-chan struct{}, sub event.Subscription, o Overlay, pid protoco
 			if !ok {
 				return
 			}
-			if neighbourStarted(o, pid, ev.(event.EvtPeerProtocolsUpdated)) {
-				update()
+			switch e := ev.(type) {
+			case event.EvtPeerProtocolsUpdated:
+				if neighbourStarted(o, pid, e) {
+					update()
+				}
+			case event.EvtLocalAddressesUpdated:
+				if self != nil {
+					self()
+				}
 			}
 		}
 	}
