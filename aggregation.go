@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"google.golang.org/protobuf/proto"
 
@@ -266,25 +265,16 @@ func NewAggregation(ctx context.Context, o Overlay, id string, value float64, ty
 		a.cancel()
 		return nil, fmt.Errorf("new aggregation %s: %w", id, err)
 	}
-	protoSub, err := h.EventBus().Subscribe(new(event.EvtPeerProtocolsUpdated))
-	if err != nil {
-		a.cancel()
-		_ = a.svc.Close(context.Background())
-		return nil, fmt.Errorf("new aggregation %s: %w", id, err)
-	}
-	a.wg.Add(3)
+	a.wg.Add(2)
 	go a.notifier()
 	go a.forwarder()
-	go func() { // see Dissemination: neighbours the core dropped come back
-		defer a.wg.Done()
-		resync(a.ctx.Done(), protoSub, a.o, AggregationProtocol(a.id), func() { _ = a.updateNeighbours(a.ctx) }, nil)
-	}()
 	if err := a.svc.Post(ctx, protocols.Start{}); err != nil {
 		_ = a.Leave()
 		return nil, fmt.Errorf("new aggregation %s: %w", id, err)
 	}
-	a.stopNeigh = o.OnNeighboursChanged(func([]Node) { _ = a.updateNeighbours(a.ctx) })
-	if err := a.updateNeighbours(ctx); err != nil {
+	// See Dissemination: neighbours the core dropped come back.
+	update := func(context.Context) error { return a.updateNeighbours(a.ctx) }
+	if a.stopNeigh, err = feed(ctx, h, o, AggregationProtocol(id), a.ctx.Done(), &a.wg, update, nil); err != nil {
 		_ = a.Leave()
 		return nil, fmt.Errorf("new aggregation %s: %w", id, err)
 	}

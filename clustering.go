@@ -10,7 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/libp2p/go-libp2p/core/event"
 	p2phost "github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -184,29 +183,12 @@ func NewClustering(ctx context.Context, o Overlay, id string, rank func(Node) fl
 		_ = c.Leave()
 		return nil, fmt.Errorf("new clustering %s: %w", id, err)
 	}
-	if err := c.updateSelf(ctx); err != nil {
-		return fail(err)
-	}
-	sub, err := h.EventBus().Subscribe([]any{new(event.EvtLocalAddressesUpdated), new(event.EvtPeerProtocolsUpdated)})
-	if err != nil {
-		return fail(err)
-	}
-	c.wg.Add(2)
+	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		c.notifier(c.stop)
 	}()
-	go func() {
-		defer c.wg.Done()
-		// A new signed record when the host's addresses change; the overlay's neighbours
-		// again when one starts the service and every resyncPeriod (the core stops using
-		// a neighbour a send failed to until then).
-		resync(c.stop, sub, c.o, ClusteringProtocol(c.id),
-			func() { _ = c.updateNeighbours(context.Background()) },
-			func() { _ = c.updateSelf(context.Background()) })
-	}()
-	c.stopNeig = o.OnNeighboursChanged(func(ns []Node) { _ = c.updateNeighbours(context.Background()) })
-	if err := c.updateNeighbours(ctx); err != nil {
+	if c.stopNeig, err = feed(ctx, h, o, ClusteringProtocol(id), c.stop, &c.wg, c.updateNeighbours, c.updateSelf); err != nil {
 		return fail(err)
 	}
 	if err := c.svc.Post(ctx, protocols.Start{}); err != nil {

@@ -11,7 +11,6 @@ import (
 
 	logging "github.com/ipfs/go-log/v2"
 	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/event"
 	p2phost "github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -335,24 +334,12 @@ func NewDissemination(ctx context.Context, o Overlay, id string, handler func([]
 	if err != nil {
 		return nil, fmt.Errorf("new dissemination %s: %w", id, err)
 	}
-	protoSub, err := h.EventBus().Subscribe(new(event.EvtPeerProtocolsUpdated))
-	if err != nil {
-		_ = di.svc.Close(context.Background())
-		return nil, fmt.Errorf("new dissemination %s: %w", id, err)
-	}
-	di.wg.Add(2)
+	di.wg.Add(1)
 	go di.deliver()
 	// A neighbour the runtime reported down (its service was not running yet, or a
 	// stream broke) is dropped by the core until the overlay's neighbours are passed
-	// again: resync passes them when it starts the service and every resyncPeriod.
-	go func() {
-		defer di.wg.Done()
-		resync(di.stop, protoSub, di.o, DisseminationProtocol(di.id), func() { _ = di.updateNeighbours(context.Background()) }, nil)
-	}()
-	// Neighbour changes reach the core in order: each update reads the overlay's
-	// current set under nmu.
-	di.stopNeigh = o.OnNeighboursChanged(func([]Node) { di.updateNeighbours(context.Background()) })
-	if err := di.updateNeighbours(ctx); err != nil {
+	// again: feed passes them when it starts the service and every resyncPeriod.
+	if di.stopNeigh, err = feed(ctx, h, o, DisseminationProtocol(id), di.stop, &di.wg, di.updateNeighbours, nil); err != nil {
 		_ = di.Leave()
 		return nil, fmt.Errorf("new dissemination %s: %w", id, err)
 	}

@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/event"
 	p2phost "github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -216,25 +215,7 @@ func NewSampling(ctx context.Context, o Overlay, id string, opts ...Option) (*Sa
 	}
 	// Our descriptor, which walks and answers carry: the signed record lets the origin
 	// of a walk, and the peer that asked for a sample, reach us.
-	if err := sa.updateSelf(ctx); err != nil {
-		return fail(err)
-	}
-	sub, err := h.EventBus().Subscribe([]any{new(event.EvtLocalAddressesUpdated), new(event.EvtPeerProtocolsUpdated)})
-	if err != nil {
-		return fail(err)
-	}
-	sa.wg.Add(1)
-	go func() {
-		defer sa.wg.Done()
-		// A new signed record when the host's addresses change; the overlay's neighbours
-		// again when one starts the service and every resyncPeriod (the core stops using
-		// a neighbour a send failed to until then).
-		resync(sa.stop, sub, sa.o, SamplingProtocol(sa.id),
-			func() { _ = sa.updateNeighbours(context.Background()) },
-			func() { _ = sa.updateSelf(context.Background()) })
-	}()
-	sa.stopNeigh = o.OnNeighboursChanged(func([]Node) { _ = sa.updateNeighbours(context.Background()) })
-	if err := sa.updateNeighbours(ctx); err != nil {
+	if sa.stopNeigh, err = feed(ctx, h, o, SamplingProtocol(id), sa.stop, &sa.wg, sa.updateNeighbours, sa.updateSelf); err != nil {
 		return fail(err)
 	}
 	return sa, nil

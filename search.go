@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/event"
 	p2phost "github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -252,25 +251,7 @@ func NewSearch(ctx context.Context, o Overlay, id string, opts ...Option) (*Sear
 	}
 	// Our descriptor, which queries and answers carry: the signed record lets the node
 	// that holds the data reach the searcher directly.
-	if err := s.updateSelf(ctx); err != nil {
-		return fail(err)
-	}
-	sub, err := h.EventBus().Subscribe([]any{new(event.EvtLocalAddressesUpdated), new(event.EvtPeerProtocolsUpdated)})
-	if err != nil {
-		return fail(err)
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		// A new signed record when the host's addresses change; the overlay's neighbours
-		// again when one starts the service and every resyncPeriod (the core stops using
-		// a neighbour a send failed to until then).
-		resync(s.stop, sub, s.o, SearchProtocol(s.id),
-			func() { _ = s.updateNeighbours(context.Background()) },
-			func() { _ = s.updateSelf(context.Background()) })
-	}()
-	s.stopNeigh = o.OnNeighboursChanged(func([]Node) { _ = s.updateNeighbours(context.Background()) })
-	if err := s.updateNeighbours(ctx); err != nil {
+	if s.stopNeigh, err = feed(ctx, h, o, SearchProtocol(id), s.stop, &s.wg, s.updateNeighbours, s.updateSelf); err != nil {
 		return fail(err)
 	}
 	return s, nil

@@ -1,10 +1,13 @@
 package unsserv
 
 import (
+	"context"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/event"
+	p2phost "github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 )
@@ -63,4 +66,39 @@ func resync(done <-chan struct{}, sub event.Subscription, o Overlay, pid protoco
 // neighbourStarted reports whether e says that a neighbour of o now runs pid.
 func neighbourStarted(o Overlay, pid protocol.ID, e event.EvtPeerProtocolsUpdated) bool {
 	return slices.Contains(e.Added, pid) && slices.Contains(neighbourIDs(o), e.Peer)
+}
+
+// feed wires a stacked service's core to overlay o. self (when not nil) gives the core
+// this node's descriptor: now, and whenever the host's addresses change. update gives
+// it the overlay's neighbours: now, at every change of the overlay, when a neighbour
+// starts running pid, and every resyncPeriod. The watching goroutine, counted in wg,
+// runs until done is closed. The returned stop removes the overlay handler; on error
+// nothing is left registered (the goroutine, if started, ends with done).
+func feed(ctx context.Context, h p2phost.Host, o Overlay, pid protocol.ID, done <-chan struct{}, wg *sync.WaitGroup, update, self func(context.Context) error) (stop func(), err error) {
+	events := []any{new(event.EvtPeerProtocolsUpdated)}
+	var onAddrs func()
+	if self != nil {
+		if err := self(ctx); err != nil {
+			return nil, err
+		}
+		events = append(events, new(event.EvtLocalAddressesUpdated))
+		onAddrs = func() { _ = self(context.Background()) }
+	}
+	sub, err := h.EventBus().Subscribe(events)
+	if err != nil {
+		return nil, err
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		resync(done, sub, o, pid, func() { _ = update(context.Background()) }, onAddrs)
+	}()
+	// Neighbour changes reach the core in order: each update reads the overlay's
+	// current set (under the service's lock).
+	stop = o.OnNeighboursChanged(func([]Node) { _ = update(context.Background()) })
+	if err := update(ctx); err != nil {
+		stop()
+		return nil, err
+	}
+	return stop, nil
 }
