@@ -253,21 +253,36 @@ func nodeIDsOf(ns []Node) []peer.ID {
 }
 
 // Another service runs over a *Clustering: a broadcast from one node over a T-Man
-// clustered overlay reaches every other node, and the dissemination follows the
-// clustering's profile. The metadata of the membership (Meta option) reaches the
+// (Extreme) or X-BOT (Stable) clustered overlay reaches every other node, and the
+// dissemination follows the clustering's profile. The metadata of the membership (Meta option) reaches the
 // other nodes' rank.
 func TestMocknetServiceOverClustering(t *testing.T) {
 	if testing.Short() {
 		t.Skip("20-host run skipped in -short mode")
 	}
 	const n = 20
+	for _, tc := range []struct {
+		profile   Profile
+		opts      []Option // of the membership
+		clOpts    []Option
+		broadcast string // the dissemination algorithm that follows the profile
+	}{
+		{Extreme, []Option{Extreme, WithNewscast(membership.NewscastConfig{Interval: time.Second})},
+			[]Option{WithTMan(clustering.TManConfig{ViewSize: 4, Interval: time.Second})}, "lpbcast"},
+		{Stable, []Option{Stable}, []Option{WithXBOT(clustering.XBOTConfig{OptimizePeriod: time.Second})}, "plumtree"},
+	} {
+		t.Run(tc.profile.String(), func(t *testing.T) { serviceOverClustering(t, n, tc.opts, tc.clOpts, tc.broadcast) })
+	}
+}
+
+func serviceOverClustering(t *testing.T, n int, mOpts, clOpts []Option, broadcast string) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
 		mn, hosts := portHosts(t, n)
 		defer mn.Close()
 		ms := make([]*Membership, n)
 		for i, h := range hosts {
-			opts := []Option{Extreme, Seed(uint64(i)), Meta([]byte(strconv.Itoa(i))), WithNewscast(membership.NewscastConfig{Interval: time.Second})}
+			opts := append([]Option{Seed(uint64(i)), Meta([]byte(strconv.Itoa(i)))}, mOpts...)
 			if i > 0 {
 				opts = append(opts, Bootstrap(peer.AddrInfo{ID: hosts[i-1].ID()}))
 			}
@@ -291,7 +306,7 @@ func TestMocknetServiceOverClustering(t *testing.T) {
 				metaSeen.Store(nd.ID, true)
 				return math.Abs(float64(me - v))
 			}
-			cl, err := NewClustering(ctx, m, "clustering.id", rank, WithTMan(clustering.TManConfig{ViewSize: 4, Interval: time.Second}))
+			cl, err := NewClustering(ctx, m, "clustering.id", rank, clOpts...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -300,8 +315,8 @@ func TestMocknetServiceOverClustering(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d.Algorithm() != "lpbcast" {
-				t.Fatalf("dissemination over an Extreme clustering runs %s", d.Algorithm())
+			if d.Algorithm() != broadcast {
+				t.Fatalf("dissemination over the clustering runs %s, want %s", d.Algorithm(), broadcast)
 			}
 			ds[i] = d
 		}
