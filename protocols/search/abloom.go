@@ -126,8 +126,10 @@ func NewABloom(self peer.ID, cfg ABloomConfig, rng *rand.Rand) (*ABloom, error) 
 		return nil, err
 	}
 	cfg = cfg.WithDefaults()
-	return &ABloom{base: newBase(self, cfg.Limits, rng), cfg: cfg,
-		filters: map[peer.ID][][]byte{}, sent: map[peer.ID][]byte{}}, nil
+	a := &ABloom{base: newBase(self, cfg.Limits, rng), cfg: cfg,
+		filters: map[peer.ID][][]byte{}, sent: map[peer.ID][]byte{}}
+	a.reroute = a.onQuery
+	return a, nil
 }
 
 var filterTimer = protocols.Timer{Kind: timerFilter}

@@ -122,7 +122,13 @@ func NewKWalker(self peer.ID, cfg KWalkerConfig, rng *rand.Rand) (*KWalker, erro
 		return nil, err
 	}
 	cfg = cfg.WithDefaults()
-	return &KWalker{base: newBase(self, cfg.Limits, rng), cfg: cfg, held: map[heldKey][]heldWalker{}}, nil
+	k := &KWalker{base: newBase(self, cfg.Limits, rng), cfg: cfg, held: map[heldKey][]heldWalker{}}
+	k.reroute = func(q *Query) {
+		if origin, ok := validQuery(q, uint32(k.cfg.TTL)); ok {
+			k.step("", origin, q)
+		}
+	}
+	return k, nil
 }
 
 // Handle implements protocols.Core.

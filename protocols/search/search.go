@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/unsserv/go-unsserv/protocols"
 )
@@ -162,6 +163,8 @@ type Stats struct {
 	Matched   uint64 // ABloom: queries routed by a filter match
 	Fallback  uint64 // ABloom: queries routed at random (no filter matched)
 	Rejected  uint64 // Publish calls refused (bounds, empty or long key)
+	Rerouted  uint64 // queries sent again on another route after their send failed
+	Resent    uint64 // hits and exhausted reports sent again after their send failed
 }
 
 // Kind names a message's kind for counters, e.g. "QUERY" or "FILTER".
@@ -257,6 +260,13 @@ type base struct {
 	pend  map[uint64]*pending
 	order []uint64 // pend's IDs in arrival order
 
+	// recent holds the queries and reports this node sent last (at most maxResend),
+	// oldest first: a PeerDown for a destination means what was on its way there may
+	// have been lost (the runtime drops what a failed stream held), so resend sends it
+	// again: a query on another route (reroute, the core's), a report once more.
+	recent  []sentRecord
+	reroute func(q *Query)
+
 	stats Stats
 	now   time.Time
 	left  bool
@@ -300,8 +310,72 @@ func (b *base) Published() []string {
 // Pending returns the number of searches in progress.
 func (b *base) Pending() int { return len(b.pend) }
 
-func (b *base) send(to peer.ID, m *Message) { b.out = append(b.out, protocols.Send{To: to, Msg: m}) }
-func (b *base) emit(ev protocols.Output)    { b.out = append(b.out, ev) }
+func (b *base) send(to peer.ID, m *Message) {
+	b.out = append(b.out, protocols.Send{To: to, Msg: m})
+	switch m.GetBody().(type) {
+	case *Message_Query, *Message_Hit, *Message_Exhausted:
+		b.record(sentRecord{to: to, msg: m})
+	}
+}
+
+// maxResend bounds the messages a core remembers for resend.
+const maxResend = 128
+
+// sentRecord is a message sent to a peer, kept in case the send fails.
+type sentRecord struct {
+	to    peer.ID
+	msg   *Message
+	again bool // already sent a second time
+}
+
+func (b *base) record(r sentRecord) {
+	if len(b.recent) >= maxResend {
+		b.recent = append(b.recent[:0], b.recent[1:]...)
+	}
+	b.recent = append(b.recent, r)
+}
+
+// resend sends again what was sent to p, which the driver reports unreachable: a
+// query goes on from this node by another route (p is down, so the core's routing
+// avoids it), as if it had just arrived; a hit or an exhausted report goes to p once
+// more (its stream may have failed while p itself is fine: the driver dials again).
+func (b *base) resend(p peer.ID) {
+	var lost []sentRecord
+	keep := b.recent[:0]
+	for _, r := range b.recent {
+		if r.to == p {
+			lost = append(lost, r)
+		} else {
+			keep = append(keep, r)
+		}
+	}
+	clear(b.recent[len(keep):])
+	b.recent = keep
+	for _, r := range lost {
+		switch body := r.msg.GetBody().(type) {
+		case *Message_Query:
+			if b.reroute == nil {
+				continue
+			}
+			q := proto.Clone(body.Query).(*Query)
+			q.Ttl++
+			q.Hops--
+			if n := len(q.Path); n > 0 {
+				q.Path = q.Path[:n-1]
+			}
+			b.stats.Rerouted++
+			b.reroute(q)
+		default:
+			if r.again {
+				continue
+			}
+			b.stats.Resent++
+			b.out = append(b.out, protocols.Send{To: p, Msg: r.msg})
+			b.record(sentRecord{to: p, msg: r.msg, again: true})
+		}
+	}
+}
+func (b *base) emit(ev protocols.Output) { b.out = append(b.out, ev) }
 
 func (b *base) selfPeer() *Peer { return &Peer{Id: []byte(b.self), Record: b.rec} }
 
@@ -352,6 +426,7 @@ func (b *base) common(in protocols.Input) bool {
 		if slices.Contains(b.neigh, v.Peer) {
 			b.down[v.Peer] = true
 		}
+		b.resend(v.Peer)
 		return false // the core may want to know too
 	}
 	return false
