@@ -2,7 +2,6 @@ package unsserv
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -201,32 +200,15 @@ type Aggregation struct {
 // the overlay's unless an option says otherwise, only sets the default epoch length);
 // options: AggregationPeriod, AggregationEpoch, WithPushPull, Seed.
 func NewAggregation(ctx context.Context, o Overlay, id string, value float64, typ AggregateType, opts ...Option) (*Aggregation, error) {
-	if o == nil {
-		return nil, errors.New("new aggregation: overlay is nil: pass the *Membership from JoinNetwork")
-	}
-	if id == "" || strings.ContainsAny(id, " \t\n") {
-		return nil, fmt.Errorf("new aggregation: id %q must be non-empty and without spaces", id)
+	opt, profile, h, err := stackedSetup("aggregation", o, id, opts, false)
+	if err != nil {
+		return nil, err
 	}
 	if typ < 0 || int(typ) >= len(aggregateTypes) {
 		return nil, fmt.Errorf("new aggregation %s: unknown aggregate type %d: use unsserv.Mean, Max, Min, Sum or Count", id, int(typ))
 	}
 	if math.IsNaN(value) || math.IsInf(value, 0) {
 		return nil, fmt.Errorf("new aggregation %s: value %v is not a finite number", id, value)
-	}
-	opt, err := buildOptions(opts)
-	if err != nil {
-		return nil, fmt.Errorf("new aggregation %s: %w", id, err)
-	}
-	if len(opt.bootstrap) > 0 || opt.meta != nil {
-		return nil, fmt.Errorf("new aggregation %s: Bootstrap and Meta are options of JoinNetwork", id)
-	}
-	h := o.Host()
-	if h == nil {
-		return nil, fmt.Errorf("new aggregation %s: the overlay has no host", id)
-	}
-	profile := opt.profile
-	if p, ok := o.(interface{ Profile() Profile }); ok && !opt.profileSet {
-		profile = p.Profile()
 	}
 	cfg := opt.aggregation.cfg
 	cfg.Function, cfg.Value = aggregateTypes[typ].fn, value

@@ -2,18 +2,15 @@ package unsserv
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 
 	p2phost "github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/libp2p/go-libp2p/core/record"
 	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/proto"
 
@@ -119,29 +116,12 @@ const maxAddrCache = 4096
 // clustering id runs the same algorithm. The overlay's neighbours feed the protocol
 // with random peers; the overlay itself is not changed, and Leave leaves it running.
 func NewClustering(ctx context.Context, o Overlay, id string, rank func(Node) float64, opts ...Option) (*Clustering, error) {
-	if o == nil {
-		return nil, errors.New("new clustering: overlay is nil: pass the *Membership from JoinNetwork")
-	}
-	if id == "" || strings.ContainsAny(id, " \t\n") {
-		return nil, fmt.Errorf("new clustering: id %q must be non-empty and without spaces", id)
+	opt, profile, h, err := stackedSetup("clustering", o, id, opts, true)
+	if err != nil {
+		return nil, err
 	}
 	if rank == nil {
 		return nil, fmt.Errorf("new clustering %s: rank is nil: pass a func(unsserv.Node) float64 (lower is better), e.g. unsserv.RTTRank", id)
-	}
-	opt, err := buildOptions(opts)
-	if err != nil {
-		return nil, fmt.Errorf("new clustering %s: %w", id, err)
-	}
-	if len(opt.bootstrap) > 0 {
-		return nil, fmt.Errorf("new clustering %s: Bootstrap is an option of JoinNetwork", id)
-	}
-	profile := opt.profile
-	if p, ok := o.(interface{ Profile() Profile }); ok && !opt.profileSet {
-		profile = p.Profile()
-	}
-	h := o.Host()
-	if h == nil {
-		return nil, fmt.Errorf("new clustering %s: the overlay has no host", id)
 	}
 	meta := opt.meta
 	if meta == nil {
@@ -271,11 +251,7 @@ func (c *Clustering) toNodeLocked(n clustering.Node) Node {
 	if len(n.Record) > 0 {
 		addrs, ok := c.addrs[string(n.Record)]
 		if !ok {
-			if _, r, err := record.ConsumeEnvelope(n.Record, peer.PeerRecordEnvelopeDomain); err == nil {
-				if pr, ok := r.(*peer.PeerRecord); ok && pr.PeerID == n.ID {
-					addrs = pr.Addrs
-				}
-			}
+			addrs = recordAddrs(n.ID, n.Record)
 			if len(c.addrs) >= maxAddrCache {
 				clear(c.addrs)
 			}

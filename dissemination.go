@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -238,18 +237,9 @@ type Dissemination struct {
 // Every broadcast is signed with the host's key and checked on arrival; a forged or
 // altered one is dropped, counted, and its sender treated as broken.
 func NewDissemination(ctx context.Context, o Overlay, id string, handler func([]byte), opts ...Option) (*Dissemination, error) {
-	if o == nil {
-		return nil, errors.New("new dissemination: overlay is nil: pass the *Membership from JoinNetwork")
-	}
-	if id == "" || strings.ContainsAny(id, " \t\n") {
-		return nil, fmt.Errorf("new dissemination: id %q must be non-empty and without spaces", id)
-	}
-	opt, err := buildOptions(opts)
+	opt, profile, h, err := stackedSetup("dissemination", o, id, opts, false)
 	if err != nil {
-		return nil, fmt.Errorf("new dissemination %s: %w", id, err)
-	}
-	if len(opt.bootstrap) > 0 || opt.meta != nil {
-		return nil, fmt.Errorf("new dissemination %s: Bootstrap and Meta are options of JoinNetwork", id)
+		return nil, err
 	}
 	d := opt.dissemination
 	if handler == nil && d.onBroadcast == nil {
@@ -260,14 +250,6 @@ func NewDissemination(ctx context.Context, o Overlay, id string, handler func([]
 	}
 	if d.queue == 0 {
 		d.queue = 1024
-	}
-	profile := opt.profile
-	if p, ok := o.(interface{ Profile() Profile }); ok && !opt.profileSet {
-		profile = p.Profile()
-	}
-	h := o.Host()
-	if h == nil {
-		return nil, fmt.Errorf("new dissemination %s: the overlay has no host", id)
 	}
 	priv := h.Peerstore().PrivKey(h.ID())
 	if priv == nil {

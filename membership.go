@@ -15,7 +15,6 @@ import (
 	p2phost "github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/libp2p/go-libp2p/core/record"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/unsserv/go-unsserv/host"
@@ -202,13 +201,7 @@ func (m *Membership) onEvent(out protocols.Output) {
 // toNode turns a descriptor (already verified by the runtime) into a Node.
 func (m *Membership) toNode(d *membership.Node) Node {
 	n := Node{ID: d.PeerID(), Meta: d.GetMeta()}
-	if rec := d.GetRecord(); len(rec) > 0 {
-		if _, r, err := record.ConsumeEnvelope(rec, peer.PeerRecordEnvelopeDomain); err == nil {
-			if pr, ok := r.(*peer.PeerRecord); ok {
-				n.Addrs = pr.Addrs
-			}
-		}
-	}
+	n.Addrs = recordAddrs(n.ID, d.GetRecord())
 	if len(n.Addrs) == 0 {
 		n.Addrs = m.h.Peerstore().Addrs(n.ID)
 	}

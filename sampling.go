@@ -4,15 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	p2phost "github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/libp2p/go-libp2p/core/record"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/unsserv/go-unsserv/host"
@@ -138,26 +135,9 @@ type sampleAnswer struct {
 // (taken as undirected links) on the stream protocol /unsserv/sampling/<id>; a sample's
 // answer comes straight from the sampled peer.
 func NewSampling(ctx context.Context, o Overlay, id string, opts ...Option) (*Sampling, error) {
-	if o == nil {
-		return nil, errors.New("new sampling: overlay is nil: pass the *Membership from JoinNetwork")
-	}
-	if id == "" || strings.ContainsAny(id, " \t\n") {
-		return nil, fmt.Errorf("new sampling: id %q must be non-empty and without spaces", id)
-	}
-	opt, err := buildOptions(opts)
+	opt, profile, h, err := stackedSetup("sampling", o, id, opts, false)
 	if err != nil {
-		return nil, fmt.Errorf("new sampling %s: %w", id, err)
-	}
-	if len(opt.bootstrap) > 0 || opt.meta != nil {
-		return nil, fmt.Errorf("new sampling %s: Bootstrap and Meta are options of JoinNetwork", id)
-	}
-	profile := opt.profile
-	if p, ok := o.(interface{ Profile() Profile }); ok && !opt.profileSet {
-		profile = p.Profile()
-	}
-	h := o.Host()
-	if h == nil {
-		return nil, fmt.Errorf("new sampling %s: the overlay has no host", id)
+		return nil, err
 	}
 	so := opt.sampling
 	rng := newRand(opt.seed)
@@ -326,13 +306,7 @@ func (sa *Sampling) forget(id uint64) {
 // runtime) into a Node.
 func (sa *Sampling) toNode(p *sampling.Peer) Node {
 	n := Node{ID: p.PeerID(), Meta: p.GetMeta()}
-	if rec := p.GetRecord(); len(rec) > 0 {
-		if _, r, err := record.ConsumeEnvelope(rec, peer.PeerRecordEnvelopeDomain); err == nil {
-			if pr, ok := r.(*peer.PeerRecord); ok && pr.PeerID == n.ID {
-				n.Addrs = pr.Addrs
-			}
-		}
-	}
+	n.Addrs = recordAddrs(n.ID, p.GetRecord())
 	if len(n.Addrs) == 0 {
 		n.Addrs = sa.h.Peerstore().Addrs(n.ID)
 	}

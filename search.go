@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,7 +12,6 @@ import (
 	p2phost "github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/libp2p/go-libp2p/core/record"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/unsserv/go-unsserv/host"
@@ -160,26 +158,9 @@ type searchAnswer struct {
 // profile option it is the overlay's profile. Queries travel over the overlay's
 // neighbours on the stream protocol /unsserv/search/<id>.
 func NewSearch(ctx context.Context, o Overlay, id string, opts ...Option) (*Search, error) {
-	if o == nil {
-		return nil, errors.New("new search: overlay is nil: pass the *Membership from JoinNetwork")
-	}
-	if id == "" || strings.ContainsAny(id, " \t\n") {
-		return nil, fmt.Errorf("new search: id %q must be non-empty and without spaces", id)
-	}
-	opt, err := buildOptions(opts)
+	opt, profile, h, err := stackedSetup("search", o, id, opts, false)
 	if err != nil {
-		return nil, fmt.Errorf("new search %s: %w", id, err)
-	}
-	if len(opt.bootstrap) > 0 || opt.meta != nil {
-		return nil, fmt.Errorf("new search %s: Bootstrap and Meta are options of JoinNetwork", id)
-	}
-	profile := opt.profile
-	if p, ok := o.(interface{ Profile() Profile }); ok && !opt.profileSet {
-		profile = p.Profile()
-	}
-	h := o.Host()
-	if h == nil {
-		return nil, fmt.Errorf("new search %s: the overlay has no host", id)
+		return nil, err
 	}
 	so := opt.search
 	// limits completes the algorithm's bounds with the data limit and the timeout.
@@ -437,14 +418,7 @@ func (s *Search) forget(n uint64) {
 // toNode turns the answering node's descriptor (its record checked by the runtime)
 // into a Node.
 func (s *Search) toNode(from peer.ID, p *search.Peer) Node {
-	n := Node{ID: from}
-	if rec := p.GetRecord(); len(rec) > 0 {
-		if _, r, err := record.ConsumeEnvelope(rec, peer.PeerRecordEnvelopeDomain); err == nil {
-			if pr, ok := r.(*peer.PeerRecord); ok && pr.PeerID == n.ID {
-				n.Addrs = pr.Addrs
-			}
-		}
-	}
+	n := Node{ID: from, Addrs: recordAddrs(from, p.GetRecord())}
 	if len(n.Addrs) == 0 {
 		if from == s.h.ID() {
 			n.Addrs = s.h.Addrs()

@@ -2,7 +2,9 @@ package unsserv
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -101,4 +103,37 @@ func feed(ctx context.Context, h p2phost.Host, o Overlay, pid protocol.ID, done 
 		return nil, err
 	}
 	return stop, nil
+}
+
+// stackedSetup checks what every service stacked on an overlay is given, and returns
+// its options, its profile (the option's, else the overlay's) and the overlay's host.
+// service names the service in errors ("new <service> <id>: ..."); withMeta says
+// whether it takes the Meta option (only the clustering, which publishes a
+// descriptor of its own, does).
+func stackedSetup(service string, o Overlay, id string, opts []Option, withMeta bool) (*options, Profile, p2phost.Host, error) {
+	if o == nil {
+		return nil, 0, nil, fmt.Errorf("new %s: overlay is nil: pass the *Membership from JoinNetwork", service)
+	}
+	if id == "" || strings.ContainsAny(id, " \t\n") {
+		return nil, 0, nil, fmt.Errorf("new %s: id %q must be non-empty and without spaces", service, id)
+	}
+	opt, err := buildOptions(opts)
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("new %s %s: %w", service, id, err)
+	}
+	switch {
+	case withMeta && len(opt.bootstrap) > 0:
+		return nil, 0, nil, fmt.Errorf("new %s %s: Bootstrap is an option of JoinNetwork", service, id)
+	case !withMeta && (len(opt.bootstrap) > 0 || opt.meta != nil):
+		return nil, 0, nil, fmt.Errorf("new %s %s: Bootstrap and Meta are options of JoinNetwork", service, id)
+	}
+	profile := opt.profile
+	if p, ok := o.(interface{ Profile() Profile }); ok && !opt.profileSet {
+		profile = p.Profile()
+	}
+	h := o.Host()
+	if h == nil {
+		return nil, 0, nil, fmt.Errorf("new %s %s: the overlay has no host", service, id)
+	}
+	return opt, profile, h, nil
 }

@@ -8,6 +8,7 @@ import (
 
 	p2phost "github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/record"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/unsserv/go-unsserv/host"
@@ -210,4 +211,20 @@ func Seed(seed uint64) Option {
 		o.seed = &seed
 		return nil
 	})
+}
+
+// recordAddrs returns the addresses of id's signed peer record rec (already checked by
+// the runtime), or nil if rec is empty, unreadable or another peer's.
+func recordAddrs(id peer.ID, rec []byte) []ma.Multiaddr {
+	if len(rec) == 0 {
+		return nil
+	}
+	_, r, err := record.ConsumeEnvelope(rec, peer.PeerRecordEnvelopeDomain)
+	if err != nil {
+		return nil
+	}
+	if pr, ok := r.(*peer.PeerRecord); ok && pr.PeerID == id {
+		return pr.Addrs
+	}
+	return nil
 }

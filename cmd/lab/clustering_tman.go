@@ -386,7 +386,15 @@ func (m *tmanMeasure) measure(cycle int) tmanCycle {
 	fig.IdealMin = sig(fig.IdealMin)
 	fig.Perfect = sig(float64(perfect) / float64(len(live)))
 	fig.Dead = sig(float64(dead) / float64(len(live)))
-	fig.LargestComponent = sig(m.largestComponent(live))
+	views := make([][]int, len(m.alive))
+	for _, i := range live {
+		for _, q := range m.cores[i].Neighbours() {
+			if j, ok := m.index[q]; ok {
+				views[i] = append(views[i], j)
+			}
+		}
+	}
+	fig.LargestComponent = sig(float64(largestComponent(views, m.alive)) / float64(len(live)))
 	return fig
 }
 
@@ -414,38 +422,6 @@ func (m *tmanMeasure) bound(live []int, k, c int) int {
 		}
 	}
 	return d
-}
-
-// largestComponent is the fraction of live nodes in the largest connected component of
-// the neighbour links between live nodes (undirected), by union-find.
-func (m *tmanMeasure) largestComponent(live []int) float64 {
-	parent := make([]int, len(m.alive))
-	for i := range parent {
-		parent[i] = i
-	}
-	var find func(int) int
-	find = func(x int) int {
-		for parent[x] != x {
-			parent[x] = parent[parent[x]]
-			x = parent[x]
-		}
-		return x
-	}
-	for _, i := range live {
-		for _, q := range m.cores[i].Neighbours() {
-			if j, ok := m.index[q]; ok && m.alive[j] {
-				parent[find(i)] = find(j)
-			}
-		}
-	}
-	size := map[int]int{}
-	best := 0
-	for _, i := range live {
-		r := find(i)
-		size[r]++
-		best = max(best, size[r])
-	}
-	return float64(best) / float64(len(live))
 }
 
 func tmanPlots(res tmanResult) []plotSpec {

@@ -189,7 +189,8 @@ func (x *xbotNet) measure(cycle int) xbotCycle {
 	c := xbotCycle{Cycle: cycle}
 	var sum, hsum float64
 	var k, hk, live int
-	adj := make([][]int, n)
+	views := make([][]int, n) // live links, for the largest component
+	alive := make([]bool, n)
 	type link struct{ a, b int }
 	var unbiased []link
 	for i, core := range x.xb {
@@ -197,14 +198,12 @@ func (x *xbotNet) measure(cycle int) xbotCycle {
 			continue
 		}
 		live++
+		alive[i] = true
 		for _, q := range core.Active() {
 			j := x.net.index[q]
 			sum += x.dist(i, j)
 			k++
-			if !x.dead[j] {
-				adj[i] = append(adj[i], j)
-				adj[j] = append(adj[j], i)
-			}
+			views[i] = append(views[i], j)
 		}
 		for _, q := range core.Unbiased() {
 			j := x.net.index[q]
@@ -230,36 +229,10 @@ func (x *xbotNet) measure(cycle int) xbotCycle {
 	if hk > 0 {
 		c.RandomCost = hsum / float64(hk)
 	}
-	c.LargestComponent = largestComponentOf(adj, x.dead, live)
+	if live > 0 {
+		c.LargestComponent = float64(largestComponent(views, alive)) / float64(live)
+	}
 	return c
-}
-
-func largestComponentOf(adj [][]int, dead []bool, live int) float64 {
-	seen := make([]bool, len(adj))
-	best := 0
-	for i := range adj {
-		if seen[i] || dead[i] {
-			continue
-		}
-		size, queue := 0, []int{i}
-		seen[i] = true
-		for len(queue) > 0 {
-			v := queue[0]
-			queue = queue[1:]
-			size++
-			for _, w := range adj[v] {
-				if !seen[w] {
-					seen[w] = true
-					queue = append(queue, w)
-				}
-			}
-		}
-		best = max(best, size)
-	}
-	if live == 0 {
-		return 0
-	}
-	return float64(best) / float64(live)
 }
 
 func xbotOnce(p xbotParams, unbiased int, prog *progress) (xbotRun, error) {

@@ -260,7 +260,7 @@ type base struct {
 	pend  map[uint64]*pending
 	order []uint64 // pend's IDs in arrival order
 
-	// recent holds the queries and reports this node sent last (at most maxResend),
+	// recent holds the queries and reports this node sent last (the last maxResend/2 to maxResend),
 	// oldest first: a PeerDown for a destination means what was on its way there may
 	// have been lost (the runtime drops what a failed stream held), so resend sends it
 	// again: a query on another route (reroute, the core's), a report once more.
@@ -313,12 +313,17 @@ func (b *base) Pending() int { return len(b.pend) }
 func (b *base) send(to peer.ID, m *Message) {
 	b.out = append(b.out, protocols.Send{To: to, Msg: m})
 	switch m.GetBody().(type) {
-	case *Message_Query, *Message_Hit, *Message_Exhausted:
+	case *Message_Query:
+		if b.reroute != nil { // the flood has none: its copies need no resend
+			b.record(sentRecord{to: to, msg: m})
+		}
+	case *Message_Hit, *Message_Exhausted:
 		b.record(sentRecord{to: to, msg: m})
 	}
 }
 
-// maxResend bounds the messages a core remembers for resend.
+// maxResend bounds the messages a core remembers for resend: the last maxResend/2 to
+// maxResend of them (the older half is dropped at once, so a send costs O(1)).
 const maxResend = 128
 
 // sentRecord is a message sent to a peer, kept in case the send fails.
@@ -330,7 +335,9 @@ type sentRecord struct {
 
 func (b *base) record(r sentRecord) {
 	if len(b.recent) >= maxResend {
-		b.recent = append(b.recent[:0], b.recent[1:]...)
+		n := copy(b.recent, b.recent[maxResend/2:])
+		clear(b.recent[n:])
+		b.recent = b.recent[:n]
 	}
 	b.recent = append(b.recent, r)
 }
