@@ -48,6 +48,10 @@ type searchParams struct {
 	floodTTL     int
 	walkers      int
 	membership   string
+	loss         float64
+	fail         float64
+	failWait     time.Duration
+	retry        time.Duration
 }
 
 func parseSearch(args []string) (searchParams, error) {
@@ -67,11 +71,16 @@ func parseSearch(args []string) (searchParams, error) {
 	floodTTL := fs.Int("flood-ttl", 0, "TTL of the flood; 0: the same as kwalker's")
 	walkers := fs.Int("walkers", 0, "kwalker's walkers (k); 0: the default (16)")
 	memb := fs.String("membership", "hyparview", "membership under the search: hyparview or newscast")
+	loss := fs.Float64("loss", 0, "probability that a message (of any layer) is lost, once the overlay is built")
+	fail := fs.Float64("fail", 0, "fraction of the nodes that crash at once after the first level's items are placed (its queries then ask only for items with a live holder, from live nodes; later levels place items on survivors)")
+	retry := fs.Duration("retry", 0, "abloom's Retry: one more query after this long without an answer; 0: the default (2s), negative: never")
+	failWait := fs.Duration("fail-wait", 0, "virtual time between the crash and the first level's queries (0: at once, with views and filters still stale)")
 	if err := fs.Parse(args); err != nil {
 		return searchParams{}, err
 	}
 	p := searchParams{n: *n, queries: *queries, floodQueries: *floodQueries, items: *items, seed: *seed, latency: *latency,
-		joinGap: *joinGap, warmup: *warmup, gap: *gap, ttl: *ttl, floodTTL: *floodTTL, walkers: *walkers, membership: strings.TrimSpace(*memb)}
+		joinGap: *joinGap, warmup: *warmup, gap: *gap, ttl: *ttl, floodTTL: *floodTTL, walkers: *walkers, membership: strings.TrimSpace(*memb),
+		loss: *loss, fail: *fail, failWait: *failWait, retry: *retry}
 	for _, s := range strings.Split(*protos, ",") {
 		s = strings.TrimSpace(s)
 		if !slices.Contains(searchNames, s) {
@@ -95,11 +104,23 @@ func parseSearch(args []string) (searchParams, error) {
 		return p, fmt.Errorf("-queries, -flood-queries and -items must be at least 1")
 	case p.ttl < 0 || p.floodTTL < 0 || p.walkers < 0 || p.warmup < 0:
 		return p, fmt.Errorf("-ttl, -flood-ttl, -walkers and -warmup must not be negative")
-	case p.gap <= 0 || p.latency < 0 || p.joinGap < 0:
-		return p, fmt.Errorf("-gap must be positive; -latency and -join-gap not negative")
+	case p.gap <= 0 || p.latency < 0 || p.joinGap < 0 || p.failWait < 0:
+		return p, fmt.Errorf("-gap must be positive; -latency, -join-gap and -fail-wait not negative")
+	case p.loss < 0 || p.loss >= 1:
+		return p, fmt.Errorf("-loss %v: a probability in [0, 1)", p.loss)
+	case p.fail < 0 || p.fail >= 1 || p.n-p.crashed() < 10:
+		return p, fmt.Errorf("-fail %v: a fraction in [0, 1) that leaves at least 10 nodes", p.fail)
+	}
+	for _, r := range p.replicas {
+		if p.count(r) > p.n-p.crashed()-1 {
+			return p, fmt.Errorf("-replicas %v: %d replicas leave no survivor of -fail %v to ask", r, p.count(r), p.fail)
+		}
 	}
 	return p, nil
 }
+
+// crashed is the number of nodes -fail crashes.
+func (p searchParams) crashed() int { return int(math.Round(p.fail * float64(p.n))) }
 
 // count returns the replicas of an item for a -replicas value.
 func (p searchParams) count(r float64) int {
@@ -117,6 +138,9 @@ type searchResult struct {
 	Membership string      `json:"membership"`
 	Items      int         `json:"items_per_level"`
 	LatencyMs  float64     `json:"latency_ms"`
+	Loss       float64     `json:"loss,omitempty"`
+	Fail       float64     `json:"fail,omitempty"`
+	FailWaitMs float64     `json:"fail_wait_ms,omitempty"`
 	Runs       []searchRun `json:"runs"`
 }
 
@@ -133,18 +157,22 @@ type searchLevel struct {
 	Replication float64 `json:"replication"` // replicas / n
 	Replicas    int     `json:"replicas"`
 	Queries     int     `json:"queries"`
-	Success     float64 `json:"success"`
-	NotFound    int     `json:"not_found"`   // NotFound events
-	Unanswered  int     `json:"unanswered"`  // neither answer by the end of the level
-	MsgsMean    float64 `json:"msgs_mean"`   // search messages per query, all kinds
-	MsgsP50     float64 `json:"msgs_p50"`    //
-	MsgsP99     float64 `json:"msgs_p99"`    //
-	QueryMsgs   float64 `json:"query_msgs"`  // QUERY messages per query (walker steps, flood copies)
-	HopsMean    float64 `json:"hops_mean"`   // hops to the answering node, found queries
-	HopsP50     float64 `json:"hops_p50"`    //
-	HopsP99     float64 `json:"hops_p99"`    //
-	TimeP50     float64 `json:"time_p50_ms"` // virtual time to the answer
-	TimeP99     float64 `json:"time_p99_ms"` //
+	// With -fail, on the level placed before the crash: items every holder of which
+	// crashed (never asked for), and the live holders per asked item, mean.
+	ItemsLost    int     `json:"items_lost,omitempty"`
+	LiveReplicas float64 `json:"live_replicas,omitempty"`
+	Success      float64 `json:"success"`
+	NotFound     int     `json:"not_found"`   // NotFound events
+	Unanswered   int     `json:"unanswered"`  // neither answer by the end of the level
+	MsgsMean     float64 `json:"msgs_mean"`   // search messages per query, all kinds
+	MsgsP50      float64 `json:"msgs_p50"`    //
+	MsgsP99      float64 `json:"msgs_p99"`    //
+	QueryMsgs    float64 `json:"query_msgs"`  // QUERY messages per query (walker steps, flood copies)
+	HopsMean     float64 `json:"hops_mean"`   // hops to the answering node, found queries
+	HopsP50      float64 `json:"hops_p50"`    //
+	HopsP99      float64 `json:"hops_p99"`    //
+	TimeP50      float64 `json:"time_p50_ms"` // virtual time to the answer
+	TimeP99      float64 `json:"time_p99_ms"` //
 	// Maintenance: messages not tied to a query (ABloom's filters) per node per second
 	// from the placement of the level's items to the end of its queries, and their bytes.
 	UpkeepMsgs  float64           `json:"upkeep_msgs_per_node_s"`
@@ -220,7 +248,8 @@ func runSearch(args []string, prog *progress) (any, []plotSpec, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	res := searchResult{Experiment: "search", N: p.n, Seed: p.seed, Membership: p.membership, Items: p.items, LatencyMs: virtualMs(p.latency)}
+	res := searchResult{Experiment: "search", N: p.n, Seed: p.seed, Membership: p.membership, Items: p.items, LatencyMs: virtualMs(p.latency),
+		Loss: p.loss, Fail: p.fail, FailWaitMs: virtualMs(p.failWait)}
 	for _, name := range p.protocols {
 		r, err := searchOnce(p, name, prog)
 		if err != nil {
@@ -241,10 +270,10 @@ func searchCore(p searchParams, name string) (newCore func(id peer.ID, rng *rand
 			fmt.Sprintf("walkers %d, ttl %d, check every %d", cfg.Walkers, cfg.TTL, cfg.CheckEvery),
 			fmt.Sprintf("kwalker (k=%d, ttl %d)", cfg.Walkers, cfg.TTL)
 	case "abloom":
-		cfg := search.ABloomConfig{TTL: p.ttl}.WithDefaults()
+		cfg := search.ABloomConfig{TTL: p.ttl, Retry: p.retry}.WithDefaults()
 		return func(id peer.ID, rng *rand.Rand) (protocols.Core, error) { return search.NewABloom(id, cfg, rng) },
 			time.Duration(cfg.Depth+1) * cfg.Period,
-			fmt.Sprintf("depth %d, %d bits x %d hashes, period %v, ttl %d, walkers %d", cfg.Depth, cfg.Bits, cfg.Hashes, cfg.Period, cfg.TTL, cfg.Walkers),
+			fmt.Sprintf("depth %d, %d bits x %d hashes, period %v, ttl %d, walkers %d, retry %v", cfg.Depth, cfg.Bits, cfg.Hashes, cfg.Period, cfg.TTL, cfg.Walkers, cfg.Retry),
 			fmt.Sprintf("abloom (d=%d, ttl %d)", cfg.Depth, cfg.TTL)
 	default:
 		ttl := p.floodTTL
@@ -275,6 +304,9 @@ func searchOnce(p searchParams, name string, prog *progress) (searchRun, error) 
 	}
 	t.net = net
 	s := net.s
+	if err := s.SetLoss(p.loss); err != nil {
+		return searchRun{}, err
+	}
 	for c := 0; c < p.warmup; c++ {
 		s.RunFor(net.cycle)
 		prog.update("%s: warm-up cycle %d of %d", name, c+1, p.warmup)
@@ -286,6 +318,11 @@ func searchOnce(p searchParams, name string, prog *progress) (searchRun, error) 
 		queries = p.floodQueries
 	}
 	var nextID uint64
+	live := make([]int, p.n) // the nodes that have not crashed
+	for i := range live {
+		live[i] = i
+	}
+	alive := func(i int) bool { return s.Alive(net.ids[i]) }
 	for li, r := range p.replicas {
 		k := p.count(r)
 		// Place the items of this level.
@@ -296,7 +333,9 @@ func searchOnce(p searchParams, name string, prog *progress) (searchRun, error) 
 		held := make([]map[int]bool, p.items)
 		for j := range holders {
 			key := fmt.Sprintf("level%d-item%d", li, j)
-			holders[j] = rng.Perm(p.n)[:k]
+			for _, x := range rng.Perm(len(live))[:k] {
+				holders[j] = append(holders[j], live[x])
+			}
 			held[j] = map[int]bool{}
 			for _, i := range holders[j] {
 				held[j][i] = true
@@ -304,14 +343,42 @@ func searchOnce(p searchParams, name string, prog *progress) (searchRun, error) 
 			}
 		}
 		s.RunFor(settle)
+		// The crash, once, on the first level: its items lose their crashed holders
+		// and the queries ask only for items some live node still holds.
+		asked := make([]int, 0, p.items) // the items the queries may ask for
+		itemsLost, liveHolders := 0, 0
+		if li == 0 && p.crashed() > 0 {
+			for _, x := range rng.Perm(p.n)[:p.crashed()] {
+				s.Crash(net.ids[x])
+			}
+			live = slices.DeleteFunc(live, func(i int) bool { return !alive(i) })
+			s.RunFor(p.failWait)
+		}
+		for j := range holders {
+			h := 0
+			for _, i := range holders[j] {
+				if alive(i) {
+					h++
+				}
+			}
+			if h == 0 {
+				itemsLost++
+				continue
+			}
+			liveHolders += h
+			asked = append(asked, j)
+		}
+		if len(asked) == 0 {
+			return searchRun{}, fmt.Errorf("%d replicas: the crash took every holder of every item; lower -fail or raise -replicas", k)
+		}
 		// The queries, one every gap.
 		t.first = nextID + 1
 		t.qs = make([]*searchQuery, queries)
 		for q := 0; q < queries; q++ {
-			j := rng.IntN(p.items)
-			origin := rng.IntN(p.n)
+			j := asked[rng.IntN(len(asked))]
+			origin := live[rng.IntN(len(live))]
 			for held[j][origin] {
-				origin = rng.IntN(p.n)
+				origin = live[rng.IntN(len(live))]
 			}
 			nextID++
 			t.qs[q] = &searchQuery{at: s.Now()}
@@ -324,12 +391,18 @@ func searchOnce(p searchParams, name string, prog *progress) (searchRun, error) 
 		// next check.
 		s.RunFor(search.KWalkerConfig{}.WithDefaults().Timeout + 2*time.Second)
 		elapsed := s.Now().Sub(placed).Seconds()
-		run.Levels = append(run.Levels, levelFigures(t, r, k, p.n, elapsed))
+		fig := levelFigures(t, r, k, p.n, elapsed)
+		if p.crashed() > 0 && li == 0 {
+			fig.ItemsLost, fig.LiveReplicas = itemsLost, round3(float64(liveHolders)/float64(len(asked)))
+		}
+		run.Levels = append(run.Levels, fig)
 		// Withdraw the level's items before the next one.
 		for j := range holders {
 			key := fmt.Sprintf("level%d-item%d", li, j)
 			for _, i := range holders[j] {
-				_ = s.InputLayer(net.ids[i], 1, protocols.Call{Req: search.Unpublish{Key: key}})
+				if alive(i) {
+					_ = s.InputLayer(net.ids[i], 1, protocols.Call{Req: search.Unpublish{Key: key}})
+				}
 			}
 		}
 		s.RunFor(settle)
@@ -401,6 +474,9 @@ func mean(xs []float64) float64 {
 // ratio, one line per protocol.
 func searchPlots(res searchResult) []plotSpec {
 	title := fmt.Sprintf("N=%d, %s", res.N, res.Membership)
+	if res.Fail > 0 || res.Loss > 0 {
+		title += fmt.Sprintf(", fail %g, loss %g", res.Fail, res.Loss)
+	}
 	var specs []plotSpec
 	for _, f := range []struct {
 		file, title, y string

@@ -48,3 +48,43 @@ func TestSearchExperimentSmall(t *testing.T) {
 		}
 	}
 }
+
+// Search after a crash and under loss: the crash's figures are reported, queries ask
+// only for items with a live holder, and ABloom's retry is what keeps it finding them
+// (the same run without it loses a query in four).
+func TestSearchExperimentFailLoss(t *testing.T) {
+	figures := func(retry string) searchResult {
+		args := []string{"search", "-protocol", "kwalker,abloom", "-n", "300", "-replicas", "0.02", "-queries", "200", "-items", "20",
+			"-seed", "3", "-fail", "0.3", "-loss", "0.05", "-retry", retry}
+		var out, errb bytes.Buffer
+		if err := run(args, &out, &errb); err != nil {
+			t.Fatalf("%v\n%s", err, errb.String())
+		}
+		var res searchResult
+		if err := json.Unmarshal([]byte(lastLine(out.String())), &res); err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	res := figures("0")
+	if res.Fail != 0.3 || res.Loss != 0.05 {
+		t.Fatalf("fail %v, loss %v recorded", res.Fail, res.Loss)
+	}
+	for _, r := range res.Runs {
+		l := r.Levels[0]
+		// 6 replicas, 30% of the nodes crashed: about 4.2 live per item, some items lost.
+		if l.LiveReplicas <= 0 || l.LiveReplicas >= 6 || l.Unanswered > 0 {
+			t.Fatalf("%s: %+v", r.Protocol, l)
+		}
+		if r.Protocol == "abloom" && l.Success < 0.99 {
+			t.Fatalf("abloom with retry: success %v", l.Success)
+		}
+	}
+	if l := figures("-1s").Runs[1].Levels[0]; l.Success > 0.9 {
+		t.Fatalf("abloom without retry under 5%% loss: success %v, expected losses", l.Success)
+	}
+	var out, errb bytes.Buffer
+	if err := run([]string{"search", "-n", "100", "-fail", "0.95"}, &out, &errb); err == nil {
+		t.Fatal("-fail leaving 5 nodes accepted")
+	}
+}

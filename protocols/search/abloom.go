@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -38,6 +39,10 @@ import (
 //     out tells the origin (Exhausted), so absence is reported without waiting for the
 //     timeout.
 //   - Walkers (default 1) queries may be sent at once, to the best-matching neighbours.
+//   - A query travels one path, so one message lost on it (a node that crashed holding
+//     it, a dropped send) would leave the origin waiting for its timeout. The origin
+//     sends one more query every Retry (2 s) while it has neither an answer nor every
+//     query's report, up to maxRetries times.
 type ABloom struct {
 	base
 	cfg ABloomConfig
@@ -69,6 +74,10 @@ type ABloomConfig struct {
 	Walkers int
 	// PathLength bounds the visited nodes a query remembers; 0 means 16.
 	PathLength int
+	// Retry is how long a search waits for an answer or its queries' reports before it
+	// sends one more query (at most 8 times); 0 means 2 s, a negative value never.
+	// Set it above the time a query takes to run out of TTL on a sound network.
+	Retry time.Duration
 	Limits
 }
 
@@ -88,6 +97,9 @@ func (c ABloomConfig) WithDefaults() ABloomConfig {
 	def(&c.PathLength, 16)
 	if c.Period == 0 {
 		c.Period = 5 * time.Second
+	}
+	if c.Retry == 0 {
+		c.Retry = 2 * time.Second
 	}
 	c.Limits = c.Limits.withDefaults()
 	return c
@@ -129,6 +141,7 @@ func NewABloom(self peer.ID, cfg ABloomConfig, rng *rand.Rand) (*ABloom, error) 
 	a := &ABloom{base: newBase(self, cfg.Limits, rng), cfg: cfg,
 		filters: map[peer.ID][][]byte{}, sent: map[peer.ID][]byte{}}
 	a.reroute = a.onQuery
+	a.retryTimers = true
 	return a, nil
 }
 
@@ -172,6 +185,8 @@ func (a *ABloom) Handle(now time.Time, in protocols.Input) []protocols.Output {
 		switch v.Timer.Kind {
 		case timerSearch:
 			a.searchTimeout(v.Timer.Key)
+		case timerRetry:
+			a.retry(v.Timer.Key)
 		case timerFilter:
 			a.period++
 			force := a.cfg.Refresh > 0 && a.period%a.cfg.Refresh == 0
@@ -247,24 +262,54 @@ func (a *ABloom) receive(from peer.ID, m *Message) {
 	}
 }
 
+// maxRetries bounds the queries a search sends again (the same at every node: a
+// query's walker number is below Walkers+maxRetries).
+const maxRetries = 8
+
 // start sends the search's queries: to the best-matching neighbours first.
 func (a *ABloom) start(p *pending) {
 	p.walkers = make([]bool, a.cfg.Walkers)
 	p.left = a.cfg.Walkers
-	ps := bloomPositions(p.key, a.cfg.Bits, a.cfg.Hashes)
-	ranked := a.rank(ps, nil)
+	ranked := a.rank(bloomPositions(p.key, a.cfg.Bits, a.cfg.Hashes), nil)
 	for w := 0; w < a.cfg.Walkers; w++ {
-		to := ranked[w%len(ranked)]
-		a.stats.Forwarded++
-		a.send(to.p, &Message{Body: &Message_Query{Query: &Query{
-			Id: p.id, Origin: a.selfPeer(), Key: p.key, Ttl: uint32(a.cfg.TTL - 1), Hops: 1, Walker: uint32(w),
-			Path: [][]byte{[]byte(a.self)},
-		}}})
-		if to.level < a.cfg.Depth {
-			a.stats.Matched++
-		} else {
-			a.stats.Fallback++
-		}
+		a.sendQuery(p, ranked[w%len(ranked)], w)
+	}
+	if a.cfg.Retry > 0 {
+		a.out = append(a.out, protocols.SetTimer{Timer: retryTimer(p.id), After: a.cfg.Retry})
+	}
+}
+
+func (a *ABloom) sendQuery(p *pending, to ranked, w int) {
+	a.stats.Forwarded++
+	a.send(to.p, &Message{Body: &Message_Query{Query: &Query{
+		Id: p.id, Origin: a.selfPeer(), Key: p.key, Ttl: uint32(a.cfg.TTL - 1), Hops: 1, Walker: uint32(w),
+		Path: [][]byte{[]byte(a.self)},
+	}}})
+	if to.level < a.cfg.Depth {
+		a.stats.Matched++
+	} else {
+		a.stats.Fallback++
+	}
+}
+
+// retry sends one more query for a search still waiting when its retry timer fires:
+// a query or its answer may have been lost on the way.
+func (a *ABloom) retry(key string) {
+	id, err := strconv.ParseUint(key, 10, 64)
+	if err != nil {
+		return
+	}
+	p, ok := a.pend[id]
+	if !ok || len(p.walkers) >= a.cfg.Walkers+maxRetries || len(a.usable()) == 0 {
+		return
+	}
+	w := len(p.walkers)
+	p.walkers = append(p.walkers, false)
+	p.left++
+	a.stats.Retried++
+	a.sendQuery(p, a.rank(bloomPositions(p.key, a.cfg.Bits, a.cfg.Hashes), nil)[0], w)
+	if len(p.walkers) < a.cfg.Walkers+maxRetries {
+		a.out = append(a.out, protocols.SetTimer{Timer: retryTimer(p.id), After: a.cfg.Retry})
 	}
 }
 
@@ -307,7 +352,7 @@ func (a *ABloom) match(p peer.ID, ps []uint32) int {
 
 func (a *ABloom) onQuery(q *Query) {
 	origin, ok := validQuery(q, uint32(a.cfg.TTL))
-	if !ok || int(q.GetWalker()) >= a.cfg.Walkers || len(q.GetPath()) > a.cfg.PathLength {
+	if !ok || int(q.GetWalker()) >= a.cfg.Walkers+maxRetries || len(q.GetPath()) > a.cfg.PathLength {
 		return
 	}
 	if a.answer(origin, q) {

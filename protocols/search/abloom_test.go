@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/unsserv/go-unsserv/protocols"
 	"github.com/unsserv/go-unsserv/protocols/search"
@@ -114,4 +115,64 @@ func TestABloomSearchEnds(t *testing.T) {
 	if fs := events[search.Found](outs); len(fs) != 1 || fs[0].From != ids[3] {
 		t.Fatalf("found: %+v", outs)
 	}
+}
+
+// A search whose query (or its answer) was lost sends one more every Retry, up to the
+// bound, and the answer to a later one is taken; a reported query ends nothing early.
+func TestABloomRetry(t *testing.T) {
+	ids := peers(3)
+	a := must(search.NewABloom(ids[0], search.ABloomConfig{}, rng(1)))
+	step(a, protocols.Neighbours{Peers: ids[1:3]})
+	outs := step(a, protocols.Call{Req: search.Search{ID: 7, Key: "k"}})
+	qs := sent(outs)
+	eq(t, "queries at start", len(qs), 1)
+	var retry protocols.Timer
+	for _, st := range timers(outs) {
+		if st.Timer.Kind != 60 { // not the search's timeout
+			retry = st.Timer
+			eq(t, "retry after", st.After, 2*time.Second)
+		}
+	}
+	eq(t, "retry timer key", retry.Key, "7")
+
+	// The first query is lost: each retry sends one more, with a new walker number.
+	walkers := map[uint32]bool{query(qs[0]).GetWalker(): true}
+	for i := 0; i < 8; i++ {
+		outs = step(a, protocols.TimerFired{Timer: retry})
+		qs = sent(outs)
+		eq(t, fmt.Sprintf("queries at retry %d", i+1), len(qs), 1)
+		w := query(qs[0]).GetWalker()
+		if walkers[w] {
+			t.Fatalf("retry %d reuses walker %d", i+1, w)
+		}
+		walkers[w] = true
+		eq(t, fmt.Sprintf("timer set again at retry %d", i+1), len(timers(outs)), map[bool]int{true: 0, false: 1}[i == 7])
+	}
+	eq(t, "queries after the bound", len(sent(step(a, protocols.TimerFired{Timer: retry}))), 0)
+	eq(t, "retried", a.Stats().Retried, uint64(8))
+
+	// Eight of the nine queries run out of TTL: the search still waits for the last.
+	for w := range walkers {
+		if w == 8 {
+			continue
+		}
+		outs = step(a, recv(ids[1], &search.Exhausted{Id: 7, Walker: w}))
+		eq(t, "not found while a query is out", len(events[search.NotFound](outs)), 0)
+	}
+	// The last one finds the key; the search's timers are cancelled.
+	outs = step(a, recv(ids[2], &search.Hit{Id: 7, Key: "k", Data: []byte("v"), Hops: 2, Node: origin(ids[2])}))
+	eq(t, "found", len(events[search.Found](outs)), 1)
+	eq(t, "timers cancelled", len(events[protocols.CancelTimer](outs)), 2)
+	eq(t, "no retry once answered", len(sent(step(a, protocols.TimerFired{Timer: retry}))), 0)
+
+	// A node relays a retried query (walker number past Walkers) like any other.
+	b := must(search.NewABloom(ids[1], search.ABloomConfig{}, rng(2)))
+	step(b, protocols.Neighbours{Peers: ids[2:3]})
+	outs = step(b, recv(ids[0], &search.Query{Id: 7, Origin: origin(ids[0]), Key: "k", Ttl: 5, Hops: 1, Walker: 8, Path: [][]byte{[]byte(ids[0])}}))
+	eqs(t, "retried query relayed", kinds(ids, outs), []string{"C:QUERY"})
+
+	// Retry < 0: never.
+	c := must(search.NewABloom(ids[0], search.ABloomConfig{Retry: -1}, rng(3)))
+	step(c, protocols.Neighbours{Peers: ids[1:3]})
+	eq(t, "timers without retry", len(timers(step(c, protocols.Call{Req: search.Search{ID: 1, Key: "k"}}))), 1)
 }

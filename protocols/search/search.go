@@ -164,6 +164,7 @@ type Stats struct {
 	Fallback  uint64 // ABloom: queries routed at random (no filter matched)
 	Rejected  uint64 // Publish calls refused (bounds, empty or long key)
 	Rerouted  uint64 // queries sent again on another route after their send failed
+	Retried   uint64 // ABloom: queries added to a search that waited Retry for an answer
 	Resent    uint64 // hits and exhausted reports sent again after their send failed
 }
 
@@ -234,6 +235,7 @@ const (
 	timerSearch uint8 = iota + 60 // a search's timeout (Key: search ID)
 	timerCheck                    // KWalker: a check got no answer (Key: origin + id)
 	timerFilter                   // ABloom: send the filters
+	timerRetry                    // ABloom: send one more query (Key: search ID)
 )
 
 // pending is a search this node started.
@@ -266,6 +268,8 @@ type base struct {
 	// again: a query on another route (reroute, the core's), a report once more.
 	recent  []sentRecord
 	reroute func(q *Query)
+	// retryTimers: searches have a retry timer (retryTimer) besides their timeout.
+	retryTimers bool
 
 	stats Stats
 	now   time.Time
@@ -493,6 +497,18 @@ func searchTimer(id uint64) protocols.Timer {
 	return protocols.Timer{Kind: timerSearch, Key: strconv.FormatUint(id, 10)}
 }
 
+func retryTimer(id uint64) protocols.Timer {
+	return protocols.Timer{Kind: timerRetry, Key: strconv.FormatUint(id, 10)}
+}
+
+// cancelTimers cancels the timers of a search.
+func (b *base) cancelTimers(id uint64) {
+	b.out = append(b.out, protocols.CancelTimer{Timer: searchTimer(id)})
+	if b.retryTimers {
+		b.out = append(b.out, protocols.CancelTimer{Timer: retryTimer(id)})
+	}
+}
+
 func (b *base) publish(key string, data []byte) {
 	if key == "" || len(key) > MaxKey || len(data) > b.lim.MaxData {
 		b.stats.Rejected++
@@ -514,7 +530,7 @@ func (b *base) forget(id uint64) {
 	}
 	delete(b.pend, id)
 	b.order = slices.DeleteFunc(b.order, func(x uint64) bool { return x == id })
-	b.out = append(b.out, protocols.CancelTimer{Timer: searchTimer(id)})
+	b.cancelTimers(id)
 }
 
 func (b *base) notFound(id uint64, key, reason string) {
@@ -596,7 +612,7 @@ func (b *base) onExhausted(_ peer.ID, e *Exhausted) {
 
 // validQuery checks a query's fields and returns its origin.
 func validQuery(q *Query, maxHops uint32) (peer.ID, bool) {
-	if q == nil || q.GetKey() == "" || len(q.GetKey()) > MaxKey || q.GetTtl() > maxTTL || q.GetHops() > maxHops || q.GetWalker() >= maxWalkers {
+	if q == nil || q.GetKey() == "" || len(q.GetKey()) > MaxKey || q.GetTtl() > maxTTL || q.GetHops() > maxHops || q.GetWalker() >= maxWalkers+maxRetries {
 		return "", false
 	}
 	o := q.GetOrigin().PeerID()
@@ -606,7 +622,7 @@ func validQuery(q *Query, maxHops uint32) (peer.ID, bool) {
 // leave cancels every timer of the searches in progress.
 func (b *base) leave() {
 	for _, id := range b.order {
-		b.out = append(b.out, protocols.CancelTimer{Timer: searchTimer(id)})
+		b.cancelTimers(id)
 	}
 	b.left = true
 }
