@@ -500,6 +500,8 @@ func searchPlots(res searchResult) []plotSpec {
 		}
 		pl.X.Scale = plot.LogScale{}
 		pl.X.Tick.Marker = valueTicks(xs)
+		// Room on both sides: a single level would leave the log axis no width.
+		pl.X.Min, pl.X.Max = slices.Min(xs)/1.5, slices.Max(xs)*1.5
 		switch {
 		case f.log:
 			pl.Y.Scale = plot.LogScale{}
