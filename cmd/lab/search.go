@@ -52,6 +52,7 @@ type searchParams struct {
 	fail         float64
 	failWait     time.Duration
 	retry        time.Duration
+	replace      time.Duration
 }
 
 func parseSearch(args []string) (searchParams, error) {
@@ -74,13 +75,14 @@ func parseSearch(args []string) (searchParams, error) {
 	loss := fs.Float64("loss", 0, "probability that a message (of any layer) is lost, once the overlay is built")
 	fail := fs.Float64("fail", 0, "fraction of the nodes that crash at once after the first level's items are placed (its queries then ask only for items with a live holder, from live nodes; later levels place items on survivors)")
 	retry := fs.Duration("retry", 0, "abloom's Retry: one more query after this long without an answer; 0: the default (2s), negative: never")
+	replace := fs.Duration("replace", 0, "kwalker's Replace: a walker not heard from for this long is replaced; 0: the default (3s), negative: never")
 	failWait := fs.Duration("fail-wait", 0, "virtual time between the crash and the first level's queries (0: at once, with views and filters still stale)")
 	if err := fs.Parse(args); err != nil {
 		return searchParams{}, err
 	}
 	p := searchParams{n: *n, queries: *queries, floodQueries: *floodQueries, items: *items, seed: *seed, latency: *latency,
 		joinGap: *joinGap, warmup: *warmup, gap: *gap, ttl: *ttl, floodTTL: *floodTTL, walkers: *walkers, membership: strings.TrimSpace(*memb),
-		loss: *loss, fail: *fail, failWait: *failWait, retry: *retry}
+		loss: *loss, fail: *fail, failWait: *failWait, retry: *retry, replace: *replace}
 	for _, s := range strings.Split(*protos, ",") {
 		s = strings.TrimSpace(s)
 		if !slices.Contains(searchNames, s) {
@@ -265,9 +267,9 @@ func runSearch(args []string, prog *progress) (any, []plotSpec, error) {
 func searchCore(p searchParams, name string) (newCore func(id peer.ID, rng *rand.Rand) (protocols.Core, error), settle time.Duration, desc, label string) {
 	switch name {
 	case "kwalker":
-		cfg := search.KWalkerConfig{TTL: p.ttl, Walkers: p.walkers}.WithDefaults()
+		cfg := search.KWalkerConfig{TTL: p.ttl, Walkers: p.walkers, Replace: p.replace}.WithDefaults()
 		return func(id peer.ID, rng *rand.Rand) (protocols.Core, error) { return search.NewKWalker(id, cfg, rng) }, time.Second,
-			fmt.Sprintf("walkers %d, ttl %d, check every %d", cfg.Walkers, cfg.TTL, cfg.CheckEvery),
+			fmt.Sprintf("walkers %d, ttl %d, check every %d, replace %v", cfg.Walkers, cfg.TTL, cfg.CheckEvery, cfg.Replace),
 			fmt.Sprintf("kwalker (k=%d, ttl %d)", cfg.Walkers, cfg.TTL)
 	case "abloom":
 		cfg := search.ABloomConfig{TTL: p.ttl, Retry: p.retry}.WithDefaults()

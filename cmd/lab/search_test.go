@@ -50,13 +50,14 @@ func TestSearchExperimentSmall(t *testing.T) {
 }
 
 // Search after a crash and under loss: the crash's figures are reported, queries ask
-// only for items with a live holder, and ABloom's retry is what keeps it finding them
-// (the same run without it loses a query in four).
+// only for items with a live holder, and ABloom's retry and KWalker's replacement of
+// lost walkers are what keep them finding (the same run without them loses about one
+// query in five, and one in thirty).
 func TestSearchExperimentFailLoss(t *testing.T) {
-	figures := func(retry string) searchResult {
+	figures := func(again string) searchResult {
 		// One replication level, at 1%: the plots' log axis still gets a width.
 		args := []string{"search", "-protocol", "kwalker,abloom", "-n", "600", "-replicas", "0.01", "-queries", "200", "-items", "20",
-			"-seed", "3", "-fail", "0.3", "-loss", "0.05", "-retry", retry, "-out", t.TempDir()}
+			"-seed", "3", "-fail", "0.3", "-loss", "0.05", "-retry", again, "-replace", again, "-out", t.TempDir()}
 		var out, errb bytes.Buffer
 		if err := run(args, &out, &errb); err != nil {
 			t.Fatalf("%v\n%s", err, errb.String())
@@ -77,11 +78,15 @@ func TestSearchExperimentFailLoss(t *testing.T) {
 		if l.LiveReplicas <= 0 || l.LiveReplicas >= 6 || l.Unanswered > 0 {
 			t.Fatalf("%s: %+v", r.Protocol, l)
 		}
-		if r.Protocol == "abloom" && l.Success < 0.99 {
-			t.Fatalf("abloom with retry: success %v", l.Success)
+		if l.Success < 0.99 {
+			t.Fatalf("%s: success %v", r.Protocol, l.Success)
 		}
 	}
-	if l := figures("-1s").Runs[1].Levels[0]; l.Success > 0.9 {
+	without := figures("-1s")
+	if l := without.Runs[0].Levels[0]; l.Success > 0.98 {
+		t.Fatalf("kwalker without replacement under 5%% loss: success %v, expected losses", l.Success)
+	}
+	if l := without.Runs[1].Levels[0]; l.Success > 0.9 {
 		t.Fatalf("abloom without retry under 5%% loss: success %v, expected losses", l.Success)
 	}
 	var out, errb bytes.Buffer

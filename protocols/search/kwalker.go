@@ -35,6 +35,11 @@ import (
 //     (the TTL still bounds it): a lost answer should not lose the walker.
 //   - A node holds at most MaxHeld walkers waiting for checks; beyond, walkers go on
 //     unchecked.
+//   - A check names its walker, so the origin knows which walkers are still out. One it
+//     has not heard from (a check, or its Exhausted report) for Replace (3 s) is taken
+//     as lost, with its hit if it found the key (a node crashed holding it, a message
+//     dropped), and the origin sends a new walker in its place, at most Walkers new
+//     ones per search. In the paper a lost walker is simply gone.
 type KWalker struct {
 	base
 	cfg KWalkerConfig
@@ -74,6 +79,13 @@ type KWalkerConfig struct {
 	CheckTimeout time.Duration
 	// MaxHeld bounds the walkers a node holds waiting for checks; 0 means 1,024.
 	MaxHeld int
+	// Replace is how long the origin waits to hear from a walker (a check, a report)
+	// before it takes the walker as lost and sends a new one in its place (at most
+	// Walkers new ones per search); 0 means 3 s, a negative value never. Keep it above
+	// CheckTimeout plus CheckEvery hops and a round trip to the origin, the longest a
+	// walker on its way stays silent: a walker replaced too early costs one more
+	// walker, nothing else. Without checking (CheckEvery < 0) nothing is replaced.
+	Replace time.Duration
 	Limits
 }
 
@@ -93,6 +105,9 @@ func (c KWalkerConfig) WithDefaults() KWalkerConfig {
 	}
 	if c.MaxHeld == 0 {
 		c.MaxHeld = 1024
+	}
+	if c.Replace == 0 {
+		c.Replace = 3 * time.Second
 	}
 	c.Limits = c.Limits.withDefaults()
 	return c
@@ -128,6 +143,7 @@ func NewKWalker(self peer.ID, cfg KWalkerConfig, rng *rand.Rand) (*KWalker, erro
 			k.step("", origin, q)
 		}
 	}
+	k.retryTimers = k.replaces()
 	return k, nil
 }
 
@@ -160,6 +176,8 @@ func (k *KWalker) Handle(now time.Time, in protocols.Input) []protocols.Output {
 			if id, err := strconv.ParseUint(v.Timer.Key, 10, 64); err == nil {
 				k.release(heldKey{v.Timer.Peer, id}, false, true)
 			}
+		case timerRetry:
+			k.replaceLost(v.Timer.Key)
 		}
 	case protocols.Leave:
 		for _, h := range k.hkeys {
@@ -178,11 +196,60 @@ func (k *KWalker) start(p *pending) {
 	us := k.usable()
 	perm := k.rng.Perm(len(us))
 	for w := 0; w < n; w++ {
-		to := us[perm[w%len(us)]]
-		q := &Query{Id: p.id, Origin: k.selfPeer(), Key: p.key, Ttl: uint32(k.cfg.TTL - 1), Hops: 1, Walker: uint32(w)}
-		k.stats.Forwarded++
-		k.send(to, &Message{Body: &Message_Query{Query: q}})
+		k.sendWalker(p, us[perm[w%len(us)]], w)
 	}
+	if k.replaces() {
+		p.heard = make([]time.Time, n)
+		for w := range p.heard {
+			p.heard[w] = k.now
+		}
+		k.out = append(k.out, protocols.SetTimer{Timer: retryTimer(p.id), After: k.cfg.Replace / 2})
+	}
+}
+
+func (k *KWalker) sendWalker(p *pending, to peer.ID, w int) {
+	q := &Query{Id: p.id, Origin: k.selfPeer(), Key: p.key, Ttl: uint32(k.cfg.TTL - 1), Hops: 1, Walker: uint32(w)}
+	k.stats.Forwarded++
+	k.send(to, &Message{Body: &Message_Query{Query: q}})
+}
+
+// replaces reports whether the origin replaces walkers it stopped hearing from.
+func (k *KWalker) replaces() bool { return k.cfg.Replace > 0 && k.cfg.CheckEvery > 0 }
+
+// heard notes that walker w of search id is still out.
+func (k *KWalker) heard(id uint64, w uint32) {
+	if p, ok := k.pend[id]; ok && int(w) < len(p.heard) {
+		p.heard[w] = k.now
+	}
+}
+
+// replaceLost runs every Replace/2 while a search is on: each walker not heard from
+// for Replace and not accounted for is taken as lost, and a new one goes out instead.
+func (k *KWalker) replaceLost(key string) {
+	id, err := strconv.ParseUint(key, 10, 64)
+	if err != nil {
+		return
+	}
+	p, ok := k.pend[id]
+	if !ok {
+		return
+	}
+	for w := range p.heard {
+		if p.walkers[w] || k.now.Sub(p.heard[w]) < k.cfg.Replace || len(p.walkers) >= 2*k.cfg.Walkers {
+			continue
+		}
+		us := k.usable()
+		if len(us) == 0 {
+			break
+		}
+		p.walkers[w] = true // accounted for: a report it may still send is ignored
+		nw := len(p.walkers)
+		p.walkers = append(p.walkers, false)
+		p.heard = append(p.heard, k.now)
+		k.stats.Retried++
+		k.sendWalker(p, k.pick(us), nw)
+	}
+	k.out = append(k.out, protocols.SetTimer{Timer: retryTimer(p.id), After: k.cfg.Replace / 2})
 }
 
 func (k *KWalker) receive(from peer.ID, m *Message) {
@@ -195,6 +262,7 @@ func (k *KWalker) receive(from peer.ID, m *Message) {
 		k.onExhausted(from, b.Exhausted)
 	case *Message_Check:
 		_, on := k.pend[b.Check.GetId()]
+		k.heard(b.Check.GetId(), b.Check.GetWalker())
 		k.send(from, &Message{Body: &Message_CheckReply{CheckReply: &CheckReply{Id: b.Check.GetId(), Stop: !on}}})
 	case *Message_CheckReply:
 		k.release(heldKey{from, b.CheckReply.GetId()}, b.CheckReply.GetStop(), false)
@@ -203,7 +271,7 @@ func (k *KWalker) receive(from peer.ID, m *Message) {
 
 func (k *KWalker) onQuery(from peer.ID, q *Query) {
 	origin, ok := validQuery(q, uint32(k.cfg.TTL))
-	if !ok || int(q.GetWalker()) >= k.cfg.Walkers {
+	if !ok || int(q.GetWalker()) >= 2*k.cfg.Walkers {
 		return
 	}
 	if k.answer(origin, q) {
@@ -219,12 +287,13 @@ func (k *KWalker) onQuery(from peer.ID, q *Query) {
 				k.stats.Stopped++
 				return
 			}
+			k.heard(q.GetId(), q.GetWalker())
 		} else if k.nheld < k.cfg.MaxHeld {
 			h := heldKey{origin, q.GetId()}
 			if _, waiting := k.held[h]; !waiting {
 				k.hkeys = append(k.hkeys, h)
 				k.stats.Checks++
-				k.send(origin, &Message{Body: &Message_Check{Check: &Check{Id: q.GetId()}}})
+				k.send(origin, &Message{Body: &Message_Check{Check: &Check{Id: q.GetId(), Walker: q.GetWalker()}}})
 				k.out = append(k.out, protocols.SetTimer{Timer: h.timer(), After: k.cfg.CheckTimeout})
 			}
 			k.held[h] = append(k.held[h], heldWalker{q, from})

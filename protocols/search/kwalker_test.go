@@ -2,6 +2,7 @@ package search_test
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -49,7 +50,7 @@ func TestKWalkerSearchFound(t *testing.T) {
 	if per["B"] != 2 || per["C"] != 2 || per["D"] != 2 {
 		t.Fatalf("walkers not spread evenly: %v", per)
 	}
-	eq(t, "timer", len(timers(outs)), 1)
+	eq(t, "timers (timeout, replacement)", len(timers(outs)), 2)
 	// A check while the search is on: continue.
 	outs = step(k, recv(ids[4], &search.Check{Id: 7}))
 	eq(t, "check reply", sent(outs)[0].Msg.(*search.Message).GetCheckReply().GetStop(), false)
@@ -58,8 +59,8 @@ func TestKWalkerSearchFound(t *testing.T) {
 	if len(fs) != 1 || fs[0].ID != 7 || string(fs[0].Data) != "v" || fs[0].From != ids[5] || fs[0].Hops != 3 {
 		t.Fatalf("found: %+v", outs)
 	}
-	if len(events[protocols.CancelTimer](outs)) != 1 {
-		t.Fatal("the search's timer was not cancelled")
+	if len(events[protocols.CancelTimer](outs)) != 2 {
+		t.Fatal("the search's timers were not cancelled")
 	}
 	outs = step(k, recv(ids[4], &search.Hit{Id: 7, Key: "x", Data: []byte("v")}))
 	eq(t, "late hit events", len(events[search.Found](outs)), 0)
@@ -186,4 +187,66 @@ func TestConfigsValidate(t *testing.T) {
 	if _, err := search.NewKWalker(peers(1)[0], search.KWalkerConfig{}, nil); err == nil {
 		t.Fatal("nil rng accepted")
 	}
+}
+
+// The origin replaces a walker it has not heard from for Replace (lost with its query
+// or its hit) by a new one, at most Walkers times; a walker that checked in recently,
+// or reported, is not replaced, and a report from a replaced walker changes nothing.
+func TestKWalkerReplacesLostWalkers(t *testing.T) {
+	ids := peers(6)
+	k := newKW(search.KWalkerConfig{Walkers: 3, TTL: 10})
+	at := func(d time.Duration, in protocols.Input) []protocols.Output {
+		return slices.Clone(k.Handle(t0.Add(d), in))
+	}
+	outs := at(0, protocols.Call{Req: search.Search{ID: 7, Key: "x"}})
+	var tick protocols.Timer
+	for _, st := range timers(outs) {
+		if st.Timer.Key == "7" && st.After == 1500*time.Millisecond {
+			tick = st.Timer
+		}
+	}
+	if tick.Kind == 0 {
+		t.Fatalf("no replacement timer every Replace/2: %v", timers(outs))
+	}
+	// Walker 0 checks in at 2 s; walker 1 reports at 2 s; walker 2 is never heard of.
+	at(2*time.Second, recv(ids[1], &search.Check{Id: 7, Walker: 0}))
+	at(2*time.Second, recv(ids[2], &search.Exhausted{Id: 7, Walker: 1}))
+	outs = at(1500*time.Millisecond, protocols.TimerFired{Timer: tick})
+	eq(t, "nothing replaced before Replace", len(sent(outs)), 0)
+	outs = at(3*time.Second, protocols.TimerFired{Timer: tick})
+	qs := sent(outs)
+	eq(t, "walkers sent at 3 s", len(qs), 1)
+	eq(t, "the new walker's number", query(qs[0]).GetWalker(), uint32(3))
+	eq(t, "the new walker's TTL", query(qs[0]).GetTtl(), uint32(9))
+	eq(t, "timer set again", len(timers(outs)), 1)
+	// The replaced walker's late report does not end the search.
+	outs = at(3*time.Second, recv(ids[3], &search.Exhausted{Id: 7, Walker: 2}))
+	eq(t, "not found after a replaced walker's report", len(events[search.NotFound](outs)), 0)
+	// At 5 s walker 0 (heard at 2 s) is lost too; at 6.5 s walker 3 (sent at 3 s).
+	outs = at(5*time.Second, protocols.TimerFired{Timer: tick})
+	eq(t, "walkers sent at 5 s", len(sent(outs)), 1)
+	eq(t, "the next walker's number", query(sent(outs)[0]).GetWalker(), uint32(4))
+	outs = at(6500*time.Millisecond, protocols.TimerFired{Timer: tick})
+	eq(t, "walkers sent at 6.5 s", len(sent(outs)), 1)
+	// Three replaced: the bound (Walkers) is reached.
+	outs = at(20*time.Second, protocols.TimerFired{Timer: tick})
+	eq(t, "walkers past the bound", len(sent(outs)), 0)
+	eq(t, "replaced", k.Stats().Retried, uint64(3))
+	// The walkers out now (4, 5) account for the search: when both report, it ends.
+	at(20*time.Second, recv(ids[1], &search.Exhausted{Id: 7, Walker: 4}))
+	outs = at(20*time.Second, recv(ids[1], &search.Exhausted{Id: 7, Walker: 5}))
+	eq(t, "not found once every walker out reported", len(events[search.NotFound](outs)), 1)
+
+	// Checks name their walker; a relay passes on a replacement walker.
+	r := must(search.NewKWalker(ids[1], search.KWalkerConfig{Walkers: 3, TTL: 10}, rng(2)))
+	step(r, protocols.Neighbours{Peers: ids[2:4]})
+	outs = step(r, recv(ids[2], &search.Query{Id: 7, Origin: origin(ids[0]), Key: "x", Ttl: 5, Hops: 4, Walker: 5}))
+	c := sent(outs)[0].Msg.(*search.Message).GetCheck()
+	if c == nil || c.GetWalker() != 5 || c.GetId() != 7 {
+		t.Fatalf("check: %v", outs)
+	}
+
+	// Replace < 0: no replacement timer.
+	n := newKW(search.KWalkerConfig{Replace: -1})
+	eq(t, "timers without replacement", len(timers(step(n, protocols.Call{Req: search.Search{ID: 1, Key: "x"}}))), 1)
 }

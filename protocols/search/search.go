@@ -164,7 +164,7 @@ type Stats struct {
 	Fallback  uint64 // ABloom: queries routed at random (no filter matched)
 	Rejected  uint64 // Publish calls refused (bounds, empty or long key)
 	Rerouted  uint64 // queries sent again on another route after their send failed
-	Retried   uint64 // ABloom: queries added to a search that waited Retry for an answer
+	Retried   uint64 // queries added to a search: ABloom's retries, KWalker's walkers sent in place of lost ones
 	Resent    uint64 // hits and exhausted reports sent again after their send failed
 }
 
@@ -235,15 +235,16 @@ const (
 	timerSearch uint8 = iota + 60 // a search's timeout (Key: search ID)
 	timerCheck                    // KWalker: a check got no answer (Key: origin + id)
 	timerFilter                   // ABloom: send the filters
-	timerRetry                    // ABloom: send one more query (Key: search ID)
+	timerRetry                    // ABloom: send one more query; KWalker: replace lost walkers (Key: search ID)
 )
 
 // pending is a search this node started.
 type pending struct {
 	id      uint64
 	key     string
-	walkers []bool // walkers accounted for (exhausted); nil for a flood
-	left    int    // walkers not accounted for
+	walkers []bool      // walkers accounted for (exhausted, or replaced); nil for a flood
+	left    int         // walkers not accounted for
+	heard   []time.Time // KWalker: when each walker was last heard of (start, check)
 }
 
 // base is what every search core shares: the neighbours, the published data, the
@@ -612,7 +613,7 @@ func (b *base) onExhausted(_ peer.ID, e *Exhausted) {
 
 // validQuery checks a query's fields and returns its origin.
 func validQuery(q *Query, maxHops uint32) (peer.ID, bool) {
-	if q == nil || q.GetKey() == "" || len(q.GetKey()) > MaxKey || q.GetTtl() > maxTTL || q.GetHops() > maxHops || q.GetWalker() >= maxWalkers+maxRetries {
+	if q == nil || q.GetKey() == "" || len(q.GetKey()) > MaxKey || q.GetTtl() > maxTTL || q.GetHops() > maxHops || q.GetWalker() >= 2*maxWalkers {
 		return "", false
 	}
 	o := q.GetOrigin().PeerID()

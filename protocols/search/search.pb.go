@@ -402,10 +402,12 @@ func (x *Hit) GetNode() *Peer {
 	return nil
 }
 
-// Check asks the origin whether the search id is still on (KWalker's checking).
+// Check asks the origin whether the search id is still on (KWalker's checking); walker
+// is the walker that reached a check (the origin then knows it is still out).
 type Check struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            uint64                 `protobuf:"fixed64,1,opt,name=id,proto3" json:"id,omitempty"`
+	Walker        uint32                 `protobuf:"varint,2,opt,name=walker,proto3" json:"walker,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -443,6 +445,13 @@ func (*Check) Descriptor() ([]byte, []int) {
 func (x *Check) GetId() uint64 {
 	if x != nil {
 		return x.Id
+	}
+	return 0
+}
+
+func (x *Check) GetWalker() uint32 {
+	if x != nil {
+		return x.Walker
 	}
 	return 0
 }
@@ -632,9 +641,10 @@ const file_search_proto_rawDesc = "" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x12\n" +
 	"\x04hops\x18\x04 \x01(\rR\x04hops\x12(\n" +
-	"\x04node\x18\x05 \x01(\v2\x14.unsserv.search.PeerR\x04node\"\x17\n" +
+	"\x04node\x18\x05 \x01(\v2\x14.unsserv.search.PeerR\x04node\"/\n" +
 	"\x05Check\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\x06R\x02id\"0\n" +
+	"\x02id\x18\x01 \x01(\x06R\x02id\x12\x16\n" +
+	"\x06walker\x18\x02 \x01(\rR\x06walker\"0\n" +
 	"\n" +
 	"CheckReply\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x06R\x02id\x12\x12\n" +
