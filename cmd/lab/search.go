@@ -53,6 +53,7 @@ type searchParams struct {
 	failWait     time.Duration
 	retry        time.Duration
 	replace      time.Duration
+	crashes      float64
 }
 
 func parseSearch(args []string) (searchParams, error) {
@@ -76,13 +77,14 @@ func parseSearch(args []string) (searchParams, error) {
 	fail := fs.Float64("fail", 0, "fraction of the nodes that crash at once after the first level's items are placed (its queries then ask only for items with a live holder, from live nodes; later levels place items on survivors)")
 	retry := fs.Duration("retry", 0, "abloom's Retry: one more query after this long without an answer; 0: the default (2s), negative: never")
 	replace := fs.Duration("replace", 0, "kwalker's Replace: a walker not heard from for this long is replaced; 0: the default (3s), negative: never")
+	crashes := fs.Float64("crashes", 0, "nodes that crash per second (virtual) while each level's queries run, one at a time, none replaced (queries still come from live nodes for items with a live holder)")
 	failWait := fs.Duration("fail-wait", 0, "virtual time between the crash and the first level's queries (0: at once, with views and filters still stale)")
 	if err := fs.Parse(args); err != nil {
 		return searchParams{}, err
 	}
 	p := searchParams{n: *n, queries: *queries, floodQueries: *floodQueries, items: *items, seed: *seed, latency: *latency,
 		joinGap: *joinGap, warmup: *warmup, gap: *gap, ttl: *ttl, floodTTL: *floodTTL, walkers: *walkers, membership: strings.TrimSpace(*memb),
-		loss: *loss, fail: *fail, failWait: *failWait, retry: *retry, replace: *replace}
+		loss: *loss, fail: *fail, failWait: *failWait, retry: *retry, replace: *replace, crashes: *crashes}
 	for _, s := range strings.Split(*protos, ",") {
 		s = strings.TrimSpace(s)
 		if !slices.Contains(searchNames, s) {
@@ -108,6 +110,8 @@ func parseSearch(args []string) (searchParams, error) {
 		return p, fmt.Errorf("-ttl, -flood-ttl, -walkers and -warmup must not be negative")
 	case p.gap <= 0 || p.latency < 0 || p.joinGap < 0 || p.failWait < 0:
 		return p, fmt.Errorf("-gap must be positive; -latency, -join-gap and -fail-wait not negative")
+	case p.crashes < 0 || p.crashes*float64(p.queries)*p.gap.Seconds() > float64(p.n-p.crashed())/2:
+		return p, fmt.Errorf("-crashes %v: not negative, and at most half the nodes crashed during a level's queries", p.crashes)
 	case p.loss < 0 || p.loss >= 1:
 		return p, fmt.Errorf("-loss %v: a probability in [0, 1)", p.loss)
 	case p.fail < 0 || p.fail >= 1 || p.n-p.crashed() < 10:
@@ -142,6 +146,7 @@ type searchResult struct {
 	LatencyMs  float64     `json:"latency_ms"`
 	Loss       float64     `json:"loss,omitempty"`
 	Fail       float64     `json:"fail,omitempty"`
+	Crashes    float64     `json:"crashes_per_s,omitempty"`
 	FailWaitMs float64     `json:"fail_wait_ms,omitempty"`
 	Runs       []searchRun `json:"runs"`
 }
@@ -163,18 +168,22 @@ type searchLevel struct {
 	// crashed (never asked for), and the live holders per asked item, mean.
 	ItemsLost    int     `json:"items_lost,omitempty"`
 	LiveReplicas float64 `json:"live_replicas,omitempty"`
-	Success      float64 `json:"success"`
-	NotFound     int     `json:"not_found"`   // NotFound events
-	Unanswered   int     `json:"unanswered"`  // neither answer by the end of the level
-	MsgsMean     float64 `json:"msgs_mean"`   // search messages per query, all kinds
-	MsgsP50      float64 `json:"msgs_p50"`    //
-	MsgsP99      float64 `json:"msgs_p99"`    //
-	QueryMsgs    float64 `json:"query_msgs"`  // QUERY messages per query (walker steps, flood copies)
-	HopsMean     float64 `json:"hops_mean"`   // hops to the answering node, found queries
-	HopsP50      float64 `json:"hops_p50"`    //
-	HopsP99      float64 `json:"hops_p99"`    //
-	TimeP50      float64 `json:"time_p50_ms"` // virtual time to the answer
-	TimeP99      float64 `json:"time_p99_ms"` //
+	// With -crashes: the nodes that crashed while the level's queries ran, and the
+	// queries left out of every other figure: their origin crashed before an answer.
+	Crashed    int     `json:"crashed,omitempty"`
+	OriginGone int     `json:"origin_gone,omitempty"`
+	Success    float64 `json:"success"`
+	NotFound   int     `json:"not_found"`   // NotFound events
+	Unanswered int     `json:"unanswered"`  // neither answer by the end of the level
+	MsgsMean   float64 `json:"msgs_mean"`   // search messages per query, all kinds
+	MsgsP50    float64 `json:"msgs_p50"`    //
+	MsgsP99    float64 `json:"msgs_p99"`    //
+	QueryMsgs  float64 `json:"query_msgs"`  // QUERY messages per query (walker steps, flood copies)
+	HopsMean   float64 `json:"hops_mean"`   // hops to the answering node, found queries
+	HopsP50    float64 `json:"hops_p50"`    //
+	HopsP99    float64 `json:"hops_p99"`    //
+	TimeP50    float64 `json:"time_p50_ms"` // virtual time to the answer
+	TimeP99    float64 `json:"time_p99_ms"` //
 	// Maintenance: messages not tied to a query (ABloom's filters) per node per second
 	// from the placement of the level's items to the end of its queries, and their bytes.
 	UpkeepMsgs  float64           `json:"upkeep_msgs_per_node_s"`
@@ -184,13 +193,15 @@ type searchLevel struct {
 
 // searchQuery follows one query.
 type searchQuery struct {
-	at    time.Time
-	msgs  int
-	qmsgs int
-	done  bool
-	found bool
-	hops  int
-	took  time.Duration
+	at     time.Time
+	msgs   int
+	qmsgs  int
+	done   bool
+	found  bool
+	hops   int
+	took   time.Duration
+	origin int
+	gone   bool // its origin crashed before it had an answer (-crashes)
 }
 
 type searchTracker struct {
@@ -251,7 +262,7 @@ func runSearch(args []string, prog *progress) (any, []plotSpec, error) {
 		return nil, nil, err
 	}
 	res := searchResult{Experiment: "search", N: p.n, Seed: p.seed, Membership: p.membership, Items: p.items, LatencyMs: virtualMs(p.latency),
-		Loss: p.loss, Fail: p.fail, FailWaitMs: virtualMs(p.failWait)}
+		Loss: p.loss, Fail: p.fail, FailWaitMs: virtualMs(p.failWait), Crashes: p.crashes}
 	for _, name := range p.protocols {
 		r, err := searchOnce(p, name, prog)
 		if err != nil {
@@ -373,17 +384,29 @@ func searchOnce(p searchParams, name string, prog *progress) (searchRun, error) 
 		if len(asked) == 0 {
 			return searchRun{}, fmt.Errorf("%d replicas: the crash took every holder of every item; lower -fail or raise -replicas", k)
 		}
-		// The queries, one every gap.
+		// The queries, one every gap, with -crashes while nodes crash one by one: then
+		// each asks for an item some live node holds, from a live node.
 		t.first = nextID + 1
 		t.qs = make([]*searchQuery, queries)
+		before := len(live)
+		if p.crashes > 0 {
+			s.Churn(time.Duration(float64(time.Second)/p.crashes), s.Now().Add(time.Duration(queries)*p.gap), nil)
+		}
+		heldLive := func(j int) bool { return slices.ContainsFunc(holders[j], alive) }
 		for q := 0; q < queries; q++ {
+			if p.crashes > 0 {
+				asked = slices.DeleteFunc(asked, func(j int) bool { return !heldLive(j) })
+				if len(asked) == 0 {
+					return searchRun{}, fmt.Errorf("%d replicas: the crashes took every holder of every item; lower -crashes or raise -replicas", k)
+				}
+			}
 			j := asked[rng.IntN(len(asked))]
 			origin := live[rng.IntN(len(live))]
-			for held[j][origin] {
+			for held[j][origin] || !alive(origin) {
 				origin = live[rng.IntN(len(live))]
 			}
 			nextID++
-			t.qs[q] = &searchQuery{at: s.Now()}
+			t.qs[q] = &searchQuery{at: s.Now(), origin: origin}
 			key := fmt.Sprintf("level%d-item%d", li, j)
 			_ = s.InputLayer(net.ids[origin], 1, protocols.Call{Req: search.Search{ID: nextID, Key: key}})
 			s.RunFor(p.gap)
@@ -393,10 +416,15 @@ func searchOnce(p searchParams, name string, prog *progress) (searchRun, error) 
 		// next check.
 		s.RunFor(search.KWalkerConfig{}.WithDefaults().Timeout + 2*time.Second)
 		elapsed := s.Now().Sub(placed).Seconds()
+		for _, q := range t.qs {
+			q.gone = !q.done && !alive(q.origin)
+		}
 		fig := levelFigures(t, r, k, p.n, elapsed)
 		if p.crashed() > 0 && li == 0 {
 			fig.ItemsLost, fig.LiveReplicas = itemsLost, round3(float64(liveHolders)/float64(len(asked)))
 		}
+		live = slices.DeleteFunc(live, func(i int) bool { return !alive(i) })
+		fig.Crashed = before - len(live)
 		run.Levels = append(run.Levels, fig)
 		// Withdraw the level's items before the next one.
 		for j := range holders {
@@ -421,7 +449,13 @@ func levelFigures(t *searchTracker, r float64, k, n int, elapsed float64) search
 	var msgs, hops, took []float64
 	var qm float64
 	found := 0
+	asked := 0
 	for _, q := range t.qs {
+		if q.gone {
+			lv.OriginGone++
+			continue
+		}
+		asked++
 		msgs = append(msgs, float64(q.msgs))
 		qm += float64(q.qmsgs)
 		switch {
@@ -436,9 +470,9 @@ func levelFigures(t *searchTracker, r float64, k, n int, elapsed float64) search
 		}
 	}
 	_ = r
-	lv.Success = round4(float64(found) / float64(len(t.qs)))
+	lv.Success = round4(float64(found) / float64(asked))
 	lv.MsgsMean = round3(mean(msgs))
-	lv.QueryMsgs = round3(qm / float64(len(t.qs)))
+	lv.QueryMsgs = round3(qm / float64(asked))
 	slices.Sort(msgs)
 	slices.Sort(hops)
 	slices.Sort(took)
@@ -476,8 +510,8 @@ func mean(xs []float64) float64 {
 // ratio, one line per protocol.
 func searchPlots(res searchResult) []plotSpec {
 	title := fmt.Sprintf("N=%d, %s", res.N, res.Membership)
-	if res.Fail > 0 || res.Loss > 0 {
-		title += fmt.Sprintf(", fail %g, loss %g", res.Fail, res.Loss)
+	if res.Fail > 0 || res.Loss > 0 || res.Crashes > 0 {
+		title += fmt.Sprintf(", fail %g, loss %g, crashes %g/s", res.Fail, res.Loss, res.Crashes)
 	}
 	var specs []plotSpec
 	for _, f := range []struct {

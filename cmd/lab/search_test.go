@@ -94,3 +94,28 @@ func TestSearchExperimentFailLoss(t *testing.T) {
 		t.Fatal("-fail leaving 5 nodes accepted")
 	}
 }
+
+// Nodes crashing one by one while the queries run: the crashes are counted, queries
+// whose origin crashed are left out, and the rest find what a live node holds.
+func TestSearchExperimentCrashes(t *testing.T) {
+	args := []string{"search", "-protocol", "kwalker,abloom", "-n", "600", "-replicas", "0.02", "-queries", "300", "-items", "20",
+		"-seed", "5", "-crashes", "10"}
+	var out, errb bytes.Buffer
+	if err := run(args, &out, &errb); err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
+	}
+	var res searchResult
+	if err := json.Unmarshal([]byte(lastLine(out.String())), &res); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res.Runs {
+		l := r.Levels[0]
+		// 300 queries 20 ms apart: 6 s, 10 crashes a second.
+		if l.Crashed < 55 || l.Crashed > 61 || l.Success < 0.99 || l.Unanswered > 0 {
+			t.Fatalf("%s: %+v", r.Protocol, l)
+		}
+	}
+	if err := run([]string{"search", "-n", "100", "-queries", "100", "-crashes", "100"}, &out, &errb); err == nil {
+		t.Fatal("-crashes taking every node accepted")
+	}
+}
