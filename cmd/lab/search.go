@@ -509,6 +509,9 @@ func mean(xs []float64) float64 {
 // searchPlots: success rate, messages per query and hops against the replication
 // ratio, one line per protocol.
 func searchPlots(res searchResult) []plotSpec {
+	if !slices.ContainsFunc(res.Runs, func(r searchRun) bool { return len(r.Levels) > 1 }) {
+		return nil // one replication level: a point per protocol, the JSON says it all
+	}
 	title := fmt.Sprintf("N=%d, %s", res.N, res.Membership)
 	if res.Fail > 0 || res.Loss > 0 || res.Crashes > 0 {
 		title += fmt.Sprintf(", fail %g, loss %g, crashes %g/s", res.Fail, res.Loss, res.Crashes)
@@ -536,7 +539,7 @@ func searchPlots(res searchResult) []plotSpec {
 		}
 		pl.X.Scale = plot.LogScale{}
 		pl.X.Tick.Marker = valueTicks(xs)
-		// Room on both sides: a single level would leave the log axis no width.
+		// Room on both sides of the levels on the log axis.
 		pl.X.Min, pl.X.Max = slices.Min(xs)/1.5, slices.Max(xs)*1.5
 		switch {
 		case f.log:

@@ -55,9 +55,10 @@ func TestSearchExperimentSmall(t *testing.T) {
 // query in five, and one in thirty).
 func TestSearchExperimentFailLoss(t *testing.T) {
 	figures := func(again string) searchResult {
-		// One replication level, at 1%: the plots' log axis still gets a width.
+		// One replication level: the JSON is written, no plots (a point per protocol).
+		dir := t.TempDir()
 		args := []string{"search", "-protocol", "kwalker,abloom", "-n", "600", "-replicas", "0.01", "-queries", "200", "-items", "20",
-			"-seed", "3", "-fail", "0.3", "-loss", "0.05", "-retry", again, "-replace", again, "-out", t.TempDir()}
+			"-seed", "3", "-fail", "0.3", "-loss", "0.05", "-retry", again, "-replace", again, "-out", dir}
 		var out, errb bytes.Buffer
 		if err := run(args, &out, &errb); err != nil {
 			t.Fatalf("%v\n%s", err, errb.String())
@@ -65,6 +66,9 @@ func TestSearchExperimentFailLoss(t *testing.T) {
 		var res searchResult
 		if err := json.Unmarshal([]byte(lastLine(out.String())), &res); err != nil {
 			t.Fatal(err)
+		}
+		if fs, _ := filepath.Glob(filepath.Join(dir, "*")); len(fs) != 1 || filepath.Base(fs[0]) != "search.json" {
+			t.Fatalf("wrote %v, want search.json only", fs)
 		}
 		return res
 	}
