@@ -59,14 +59,7 @@ func TestSearchExperimentFailLoss(t *testing.T) {
 		dir := t.TempDir()
 		args := []string{"search", "-protocol", "kwalker,abloom", "-n", "600", "-replicas", "0.01", "-queries", "200", "-items", "20",
 			"-seed", "3", "-fail", "0.3", "-loss", "0.05", "-retry", again, "-replace", again, "-out", dir}
-		var out, errb bytes.Buffer
-		if err := run(args, &out, &errb); err != nil {
-			t.Fatalf("%v\n%s", err, errb.String())
-		}
-		var res searchResult
-		if err := json.Unmarshal([]byte(lastLine(out.String())), &res); err != nil {
-			t.Fatal(err)
-		}
+		res := runSearchLab(t, args...)
 		if fs, _ := filepath.Glob(filepath.Join(dir, "*")); len(fs) != 1 || filepath.Base(fs[0]) != "search.json" {
 			t.Fatalf("wrote %v, want search.json only", fs)
 		}
@@ -102,16 +95,8 @@ func TestSearchExperimentFailLoss(t *testing.T) {
 // Nodes crashing one by one while the queries run: the crashes are counted, queries
 // whose origin crashed are left out, and the rest find what a live node holds.
 func TestSearchExperimentCrashes(t *testing.T) {
-	args := []string{"search", "-protocol", "kwalker,abloom", "-n", "600", "-replicas", "0.02", "-queries", "300", "-items", "20",
-		"-seed", "5", "-crashes", "10"}
-	var out, errb bytes.Buffer
-	if err := run(args, &out, &errb); err != nil {
-		t.Fatalf("%v\n%s", err, errb.String())
-	}
-	var res searchResult
-	if err := json.Unmarshal([]byte(lastLine(out.String())), &res); err != nil {
-		t.Fatal(err)
-	}
+	res := runSearchLab(t, "search", "-protocol", "kwalker,abloom", "-n", "600", "-replicas", "0.02", "-queries", "300", "-items", "20",
+		"-seed", "5", "-crashes", "10")
 	for _, r := range res.Runs {
 		l := r.Levels[0]
 		// 300 queries 20 ms apart: 6 s, 10 crashes a second.
@@ -119,7 +104,22 @@ func TestSearchExperimentCrashes(t *testing.T) {
 			t.Fatalf("%s: %+v", r.Protocol, l)
 		}
 	}
+	var out, errb bytes.Buffer
 	if err := run([]string{"search", "-n", "100", "-queries", "100", "-crashes", "100"}, &out, &errb); err == nil {
 		t.Fatal("-crashes taking every node accepted")
 	}
+}
+
+// runSearchLab runs the lab with args and returns the result its last line holds.
+func runSearchLab(t *testing.T, args ...string) searchResult {
+	t.Helper()
+	var out, errb bytes.Buffer
+	if err := run(args, &out, &errb); err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
+	}
+	var res searchResult
+	if err := json.Unmarshal([]byte(lastLine(out.String())), &res); err != nil {
+		t.Fatalf("last line is not the result JSON: %v", err)
+	}
+	return res
 }
