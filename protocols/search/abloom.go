@@ -41,8 +41,10 @@ import (
 //   - Walkers (default 1) queries may be sent at once, to the best-matching neighbours.
 //   - A query travels one path, so one message lost on it (a node that crashed holding
 //     it, a dropped send) would leave the origin waiting for its timeout. The origin
-//     sends one more query every Retry (2 s) while it has neither an answer nor every
-//     query's report, up to maxRetries times.
+//     sends one more query every Retry (2 s) while it has neither an answer nor a
+//     report, up to maxRetries times. Retries only stand in for lost queries: once
+//     Walkers queries have reported running out of TTL the search is over, as it would
+//     be without them.
 type ABloom struct {
 	base
 	cfg ABloomConfig
@@ -74,9 +76,10 @@ type ABloomConfig struct {
 	Walkers int
 	// PathLength bounds the visited nodes a query remembers; 0 means 16.
 	PathLength int
-	// Retry is how long a search waits for an answer or its queries' reports before it
-	// sends one more query (at most 8 times); 0 means 2 s, a negative value never.
-	// Set it above the time a query takes to run out of TTL on a sound network.
+	// Retry is how long a search waits for an answer or a report before it sends one
+	// more query, and again (at most 8 times); 0 means 2 s, a negative value never.
+	// Once Walkers queries reported running out of TTL the search ends, retries out
+	// or not. A retry while the first query is only slow costs one more query.
 	Retry time.Duration
 	Limits
 }
@@ -270,6 +273,7 @@ const maxRetries = 8
 func (a *ABloom) start(p *pending) {
 	p.walkers = make([]bool, a.cfg.Walkers)
 	p.left = a.cfg.Walkers
+	p.enough = a.cfg.Walkers
 	ranked := a.rank(bloomPositions(p.key, a.cfg.Bits, a.cfg.Hashes), nil)
 	for w := 0; w < a.cfg.Walkers; w++ {
 		a.sendQuery(p, ranked[w%len(ranked)], w)

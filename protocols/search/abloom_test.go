@@ -151,19 +151,21 @@ func TestABloomRetry(t *testing.T) {
 	eq(t, "queries after the bound", len(sent(step(a, protocols.TimerFired{Timer: retry}))), 0)
 	eq(t, "retried", a.Stats().Retried, uint64(8))
 
-	// Eight of the nine queries run out of TTL: the search still waits for the last.
-	for w := range walkers {
-		if w == 8 {
-			continue
-		}
-		outs = step(a, recv(ids[1], &search.Exhausted{Id: 7, Walker: w}))
-		eq(t, "not found while a query is out", len(events[search.NotFound](outs)), 0)
-	}
 	// The last one finds the key; the search's timers are cancelled.
 	outs = step(a, recv(ids[2], &search.Hit{Id: 7, Key: "k", Data: []byte("v"), Hops: 2, Node: origin(ids[2])}))
 	eq(t, "found", len(events[search.Found](outs)), 1)
 	eq(t, "timers cancelled", len(events[protocols.CancelTimer](outs)), 2)
 	eq(t, "no retry once answered", len(sent(step(a, protocols.TimerFired{Timer: retry}))), 0)
+
+	// Retries stand in for lost queries only: the first query that runs out of TTL
+	// ends the search (Walkers is 1), though a retried one is still out.
+	step(a, protocols.Call{Req: search.Search{ID: 8, Key: "k"}})
+	retry8 := protocols.Timer{Kind: retry.Kind, Key: "8"}
+	step(a, protocols.TimerFired{Timer: retry8})
+	outs = step(a, recv(ids[1], &search.Exhausted{Id: 8, Walker: 1}))
+	eq(t, "not found after one query's report", len(events[search.NotFound](outs)), 1)
+	eq(t, "timers cancelled", len(events[protocols.CancelTimer](outs)), 2)
+	eq(t, "no retry once over", len(sent(step(a, protocols.TimerFired{Timer: retry8}))), 0)
 
 	// A node relays a retried query (walker number past Walkers) like any other.
 	b := must(search.NewABloom(ids[1], search.ABloomConfig{}, rng(2)))

@@ -245,6 +245,11 @@ type pending struct {
 	walkers []bool      // walkers accounted for (exhausted, or replaced); nil for a flood
 	left    int         // walkers not accounted for
 	heard   []time.Time // KWalker: when each walker was last heard of (start, check)
+	// enough, when not 0, ends the search once that many walkers reported running out
+	// of TTL, whatever is still out (ABloom: its retries only stand in for lost
+	// queries, and need not delay the verdict).
+	enough  int
+	reports int
 }
 
 // base is what every search core shares: the neighbours, the published data, the
@@ -602,9 +607,10 @@ func (b *base) onExhausted(_ peer.ID, e *Exhausted) {
 	}
 	p.walkers[e.GetWalker()] = true
 	p.left--
-	if p.left == 0 {
-		what := "every walker used its TTL of hops without finding it (" + strconv.Itoa(len(p.walkers)) + " walkers)"
-		if len(p.walkers) == 1 {
+	p.reports++
+	if p.left == 0 || (p.enough > 0 && p.reports >= p.enough) {
+		what := strconv.Itoa(p.reports) + " walkers used their TTL of hops without finding it"
+		if p.reports == 1 {
 			what = "the query used its TTL of hops without finding it"
 		}
 		b.notFound(p.id, p.key, what)
