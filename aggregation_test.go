@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"math"
-	"math/rand/v2"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -15,45 +14,14 @@ import (
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 
 	"github.com/unsserv/go-unsserv/protocols/aggregation"
-	"github.com/unsserv/go-unsserv/protocols/membership"
 )
 
 // aggNetwork starts n mocknet hosts (10 ms links) joined to one network, each through 1
 // to 3 earlier hosts. Call it inside a synctest bubble.
 func aggNetwork(t *testing.T, n int, profile Profile) (mocknet.Mocknet, []p2phost.Host, []*Membership) {
 	t.Helper()
-	mn := mocknet.New()
-	mn.SetLinkDefaults(mocknet.LinkOptions{Latency: 10 * time.Millisecond})
-	hosts := make([]p2phost.Host, n)
-	for i := range hosts {
-		h, err := mn.GenPeer()
-		if err != nil {
-			t.Fatal(err)
-		}
-		hosts[i] = h
-	}
-	if err := mn.LinkAll(); err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(7, 8))
-	ms := make([]*Membership, n)
-	for i, h := range hosts {
-		opts := []Option{profile, Seed(uint64(i)), WithHyParView(membership.HyParViewConfig{ShuffleInterval: time.Second}),
-			WithNewscast(membership.NewscastConfig{Interval: time.Second})}
-		if i > 0 {
-			var bs []any
-			for _, j := range rng.Perm(min(i, 3))[:1+rng.IntN(min(i, 3))] {
-				bs = append(bs, peer.AddrInfo{ID: hosts[j].ID()})
-			}
-			opts = append(opts, Bootstrap(bs...))
-		}
-		m, err := JoinNetwork(context.Background(), h, "network.id", opts...)
-		if err != nil {
-			t.Fatalf("node %d: %v", i, err)
-		}
-		ms[i] = m
-	}
-	return mn, hosts, ms
+	mn, hosts := mockHosts(t, n)
+	return mn, hosts, joinMock(t, hosts, "network.id", profile, 7)
 }
 
 // The seed's quickstart, over real libp2p hosts (mocknet, virtual time):

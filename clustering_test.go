@@ -143,7 +143,7 @@ func TestMocknetClusteringQuickstart(t *testing.T) {
 				ctx := context.Background()
 				mn, hosts := portHosts(t, n)
 				defer mn.Close()
-				ms := samplingJoin(t, hosts, "network.id", tc.profile)
+				ms := joinMock(t, hosts, "network.id", tc.profile, 7)
 				cs := make([]*Clustering, n)
 				var mu sync.Mutex
 				reported := map[int][]Node{}

@@ -24,14 +24,34 @@ import (
 	"github.com/unsserv/go-unsserv/protocols/membership"
 )
 
-// joinMock joins every host to network netID, each through 1 to 3 earlier hosts.
-func joinMock(t testing.TB, hosts []p2phost.Host, netID string, profile Profile, shuffle time.Duration) []*Membership {
+// mockHosts makes n mocknet hosts with 10 ms links, all linked.
+func mockHosts(t testing.TB, n int) (mocknet.Mocknet, []p2phost.Host) {
 	t.Helper()
-	rng := rand.New(rand.NewPCG(1, 2))
+	mn := mocknet.New()
+	mn.SetLinkDefaults(mocknet.LinkOptions{Latency: 10 * time.Millisecond})
+	hosts := make([]p2phost.Host, n)
+	for i := range hosts {
+		h, err := mn.GenPeer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		hosts[i] = h
+	}
+	if err := mn.LinkAll(); err != nil {
+		t.Fatal(err)
+	}
+	return mn, hosts
+}
+
+// joinMock joins every host to network netID (membership periods of 1 s), each
+// through 1 to 3 earlier hosts drawn from seed.
+func joinMock(t testing.TB, hosts []p2phost.Host, netID string, profile Profile, seed uint64) []*Membership {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, seed+1))
 	ms := make([]*Membership, len(hosts))
 	for i, h := range hosts {
-		opts := []Option{profile, Seed(uint64(i)), WithHyParView(membership.HyParViewConfig{ShuffleInterval: shuffle}),
-			WithNewscast(membership.NewscastConfig{Interval: shuffle})}
+		opts := []Option{profile, Seed(uint64(i)), WithHyParView(membership.HyParViewConfig{ShuffleInterval: time.Second}),
+			WithNewscast(membership.NewscastConfig{Interval: time.Second})}
 		if i > 0 {
 			var bs []any
 			for _, j := range rng.Perm(min(i, 3))[:1+rng.IntN(min(i, 3))] {
@@ -89,21 +109,9 @@ func TestMocknetFiftyExactlyOnce(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				ctx := context.Background()
-				mn := mocknet.New()
+				mn, hosts := mockHosts(t, n)
 				defer mn.Close()
-				mn.SetLinkDefaults(mocknet.LinkOptions{Latency: 10 * time.Millisecond})
-				hosts := make([]p2phost.Host, n)
-				for i := range hosts {
-					h, err := mn.GenPeer()
-					if err != nil {
-						t.Fatal(err)
-					}
-					hosts[i] = h
-				}
-				if err := mn.LinkAll(); err != nil {
-					t.Fatal(err)
-				}
-				ms := joinMock(t, hosts, "bcast.net", tc.profile, time.Second)
+				ms := joinMock(t, hosts, "bcast.net", tc.profile, 1)
 				var got received
 				ds := make([]*Dissemination, n)
 				for i, m := range ms {

@@ -4,64 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
-	p2phost "github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 
-	"github.com/unsserv/go-unsserv/protocols/membership"
 	"github.com/unsserv/go-unsserv/protocols/sampling"
 )
-
-// samplingHosts makes n mocknet hosts with 10 ms links, all linked.
-func samplingHosts(t *testing.T, n int) (mocknet.Mocknet, []p2phost.Host) {
-	t.Helper()
-	mn := mocknet.New()
-	mn.SetLinkDefaults(mocknet.LinkOptions{Latency: 10 * time.Millisecond})
-	hosts := make([]p2phost.Host, n)
-	for i := range hosts {
-		h, err := mn.GenPeer()
-		if err != nil {
-			t.Fatal(err)
-		}
-		hosts[i] = h
-	}
-	if err := mn.LinkAll(); err != nil {
-		t.Fatal(err)
-	}
-	return mn, hosts
-}
-
-// samplingJoin joins every host to network netID, each through 1 to 3 earlier hosts.
-func samplingJoin(t *testing.T, hosts []p2phost.Host, netID string, profile Profile) []*Membership {
-	t.Helper()
-	rng := rand.New(rand.NewPCG(7, 8))
-	ms := make([]*Membership, len(hosts))
-	for i, h := range hosts {
-		opts := []Option{profile, Seed(uint64(i)),
-			WithHyParView(membership.HyParViewConfig{ShuffleInterval: time.Second}),
-			WithNewscast(membership.NewscastConfig{Interval: time.Second})}
-		if i > 0 {
-			var bs []any
-			for _, j := range rng.Perm(min(i, 3))[:1+rng.IntN(min(i, 3))] {
-				bs = append(bs, peer.AddrInfo{ID: hosts[j].ID()})
-			}
-			opts = append(opts, Bootstrap(bs...))
-		}
-		m, err := JoinNetwork(context.Background(), h, netID, opts...)
-		if err != nil {
-			t.Fatalf("node %d: %v", i, err)
-		}
-		ms[i] = m
-	}
-	return ms
-}
 
 // TestMocknetSamplingQuickstart runs the quickstart's sampling lines on 30 real hosts
 // (mocknet, 10 ms links, virtual time), for each profile:
@@ -84,9 +37,9 @@ func TestMocknetSamplingQuickstart(t *testing.T) {
 		t.Run(tc.algorithm, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				ctx := context.Background()
-				mn, hosts := samplingHosts(t, n)
+				mn, hosts := mockHosts(t, n)
 				defer mn.Close()
-				ms := samplingJoin(t, hosts, "sample.net", tc.profile)
+				ms := joinMock(t, hosts, "sample.net", tc.profile, 7)
 				members := map[peer.ID]bool{}
 				for _, h := range hosts {
 					members[h.ID()] = true

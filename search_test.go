@@ -4,17 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"math/rand/v2"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	p2phost "github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/peer"
-	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
-
-	"github.com/unsserv/go-unsserv/protocols/membership"
 )
 
 // searchNetwork joins n mocknet hosts (10 ms links) to one network, each through one
@@ -22,38 +17,10 @@ import (
 // synctest bubble.
 func searchNetwork(t *testing.T, n int, profile Profile) ([]p2phost.Host, []*Search, func()) {
 	t.Helper()
-	mn := mocknet.New()
-	mn.SetLinkDefaults(mocknet.LinkOptions{Latency: 10 * time.Millisecond})
-	hosts := make([]p2phost.Host, n)
-	for i := range hosts {
-		h, err := mn.GenPeer()
-		if err != nil {
-			t.Fatal(err)
-		}
-		hosts[i] = h
-	}
-	if err := mn.LinkAll(); err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(3, 4))
-	ms := make([]*Membership, n)
+	mn, hosts := mockHosts(t, n)
+	ms := joinMock(t, hosts, "search.net", profile, 3)
 	ss := make([]*Search, n)
-	for i, h := range hosts {
-		opts := []Option{profile, Seed(uint64(i)),
-			WithHyParView(membership.HyParViewConfig{ShuffleInterval: time.Second}),
-			WithNewscast(membership.NewscastConfig{Interval: time.Second})}
-		if i > 0 {
-			var bs []any
-			for _, j := range rng.Perm(min(i, 3))[:1+rng.IntN(min(i, 3))] {
-				bs = append(bs, peer.AddrInfo{ID: hosts[j].ID()})
-			}
-			opts = append(opts, Bootstrap(bs...))
-		}
-		m, err := JoinNetwork(context.Background(), h, "search.net", opts...)
-		if err != nil {
-			t.Fatalf("node %d: %v", i, err)
-		}
-		ms[i] = m
+	for i, m := range ms {
 		// The quickstart line: searching = get_searching_service(membership, "searching.id")
 		s, err := NewSearch(context.Background(), m, "searching.id", Seed(uint64(100+i)))
 		if err != nil {
