@@ -88,10 +88,6 @@ type Estimate struct {
 	FinalEpoch uint64
 }
 
-func estimateOf(e aggregation.Estimate) Estimate {
-	return Estimate{Value: e.Value, Known: e.Known, Epoch: e.Epoch, Cycle: e.Cycle, Cycles: e.Cycles, Final: e.Final, FinalEpoch: e.FinalEpoch}
-}
-
 // aggregationOptions holds the options of NewAggregation.
 type aggregationOptions struct {
 	cfg    aggregation.PushPullConfig
@@ -276,7 +272,7 @@ func (a *Aggregation) onEvent(out protocols.Output) {
 		return
 	}
 	a.mu.Lock()
-	a.est = estimateOf(u.Estimate)
+	a.est = Estimate(u.Estimate) // the same fields: a conversion, checked by the compiler
 	a.core = u.Stats
 	a.mu.Unlock()
 	if u.Estimate.Known {

@@ -144,7 +144,7 @@ func NewABloom(self peer.ID, cfg ABloomConfig, rng *rand.Rand) (*ABloom, error) 
 	a := &ABloom{base: newBase(self, cfg.Limits, rng), cfg: cfg,
 		filters: map[peer.ID][][]byte{}, sent: map[peer.ID][]byte{}}
 	a.reroute = a.onQuery
-	a.retryTimers = true
+	a.retryTimers = cfg.Retry > 0
 	return a, nil
 }
 
@@ -186,8 +186,6 @@ func (a *ABloom) Handle(now time.Time, in protocols.Input) []protocols.Output {
 		}
 	case protocols.TimerFired:
 		switch v.Timer.Kind {
-		case timerSearch:
-			a.searchTimeout(v.Timer.Key)
 		case timerRetry:
 			a.retry(v.Timer.Key)
 		case timerFilter:

@@ -101,10 +101,6 @@ func (f *Flood) Handle(now time.Time, in protocols.Input) []protocols.Output {
 		case *Message_Hit:
 			f.onHit(v.From, b.Hit)
 		}
-	case protocols.TimerFired:
-		if v.Timer.Kind == timerSearch {
-			f.searchTimeout(v.Timer.Key)
-		}
 	case protocols.Leave:
 		f.leave()
 	}

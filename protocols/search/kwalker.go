@@ -170,8 +170,6 @@ func (k *KWalker) Handle(now time.Time, in protocols.Input) []protocols.Output {
 		}
 	case protocols.TimerFired:
 		switch v.Timer.Kind {
-		case timerSearch:
-			k.searchTimeout(v.Timer.Key)
 		case timerCheck:
 			if id, err := strconv.ParseUint(v.Timer.Key, 10, 64); err == nil {
 				k.release(heldKey{v.Timer.Peer, id}, false, true)

@@ -433,7 +433,8 @@ func (b *base) setNeighbours(peers []peer.ID) (added, removed []peer.ID) {
 	return added, removed
 }
 
-// common handles the inputs every core treats alike; it returns false for the others.
+// common handles the inputs every core treats alike (a search's timeout among them); it
+// returns false for the others.
 func (b *base) common(in protocols.Input) bool {
 	switch v := in.(type) {
 	case protocols.SelfUpdated:
@@ -445,6 +446,11 @@ func (b *base) common(in protocols.Input) bool {
 		}
 		b.resend(v.Peer)
 		return false // the core may want to know too
+	case protocols.TimerFired:
+		if v.Timer.Kind == timerSearch {
+			b.searchTimeout(v.Timer.Key)
+			return true
+		}
 	}
 	return false
 }
