@@ -9,9 +9,7 @@ import (
 	"testing/synctest"
 	"time"
 
-	p2phost "github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 
 	"github.com/unsserv/go-unsserv/protocols/membership"
 )
@@ -113,23 +111,11 @@ func TestMocknetHundredJoinAndHalfFail(t *testing.T) {
 	)
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
-		mn := mocknet.New()
-		defer mn.Close()
-		mn.SetLinkDefaults(mocknet.LinkOptions{Latency: 10 * time.Millisecond})
 		var memBefore, memAfter runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&memBefore)
-		hosts := make([]p2phost.Host, n)
-		for i := range hosts {
-			h, err := mn.GenPeer()
-			if err != nil {
-				t.Fatal(err)
-			}
-			hosts[i] = h
-		}
-		if err := mn.LinkAll(); err != nil {
-			t.Fatal(err)
-		}
+		mn, hosts := mockHosts(t, n)
+		defer mn.Close()
 		cfg := membership.HyParViewConfig{ShuffleInterval: shuffle}
 		rng := rand.New(rand.NewPCG(1, 2))
 		ms := make([]*Membership, n)
